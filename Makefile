@@ -1,0 +1,52 @@
+# Two commands: `make serve` serves the bundled models, `make test` runs the whole suite.
+# Each installs what it needs into .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint train-rts train-tc export bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Serving: onnxruntime-gpu, fastapi, uvicorn and small libraries; no torch.
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Everything: training and export extras (torch CPU build, onnx) and the test tools.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[train,export,dev]'
+	touch $@ $(VENV)/.serve
+
+serve: $(VENV)/.serve
+	$(BIN)/stn-serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev
+	bash tests/setup_system.sh
+	$(BIN)/ruff check model export service tests bench
+	$(BIN)/mypy service export
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check model export service tests bench
+	$(BIN)/mypy service export
+
+train-rts: $(VENV)/.dev
+	$(BIN)/stn-train --config model/configs/rts_affine.json
+
+train-tc: $(VENV)/.dev
+	$(BIN)/stn-train --config model/configs/tc_affine.json
+
+export: $(VENV)/.dev
+	$(BIN)/stn-export runs/rts_affine/best.ckpt --out service/model_repository --name stn_rts
+	$(BIN)/stn-export runs/tc_affine/best.ckpt --out service/model_repository --name stn_tc
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/bench_service.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,187 @@
+"""The spatial transformer layer, the classifier behind it, and the ST-CNN / baseline CNN built from a config.
+
+Convention: see ``model.transforms`` (normalised ``[-1, 1]``, x before y, align_corners=False, the grid maps
+output pixels to input sample points). A model is rebuilt from its config dict alone
+(``build_model(config)``), so a checkpoint (config + weights) is all that export needs.
+
+Inputs are normalised images ``(pixel / 255 - mean) / std``. The sampler pads with the value that
+normalised black takes (``-mean / std``), so what lies outside the input reads as background, not grey.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.transforms import Family, affine_grid, build_family
+
+DEFAULTS: dict[str, Any] = {
+    "arch": "stcnn",  # "stcnn" (spatial transformer + classifier) or "cnn" (the classifier alone)
+    "transform": "affine",
+    "in_channels": 1,
+    "input_size": [42, 42],
+    "output_size": [28, 28],
+    "num_classes": 10,
+    "tps_grid": 4,
+    "loc_channels": [20, 40],
+    "loc_hidden": 64,
+    "cls_channels": [32, 64, 128],
+    "cls_hidden": 256,
+    "dropout": 0.3,
+    "mean": 0.1307,
+    "std": 0.3081,
+}
+
+
+def full_config(config: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+    out = {**DEFAULTS, **config}
+    out["input_size"] = [int(v) for v in out["input_size"]]
+    out["output_size"] = [int(v) for v in out["output_size"]]
+    return out
+
+
+def _conv_out(n: int) -> int:
+    # 5x5 conv with padding 2 keeps the size; 2x2 max-pool floors it.
+    return n // 2
+
+
+class LocNet(nn.Module):
+    """Localisation net: a small CNN on the input (first halved by max-pooling) regressing the parameters.
+
+    Its last layer starts at zero weight and identity bias, so training starts from the identity transform.
+    """
+
+    def __init__(self, in_channels: int, input_size: tuple[int, int], channels: list[int], hidden: int,
+                 family: Family) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        h, w = input_size
+        for _ in range(3):
+            h, w = _conv_out(h), _conv_out(w)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c2 * h * w, hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(hidden, family.num_params)
+        nn.init.zeros_(self.fc.weight)
+        with torch.no_grad():
+            self.fc.bias.copy_(family.identity())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.head(self.features(x)))  # (B, num_params)
+
+
+class SpatialTransformer(nn.Module):
+    """Localisation net -> grid generator (inverse mapping) -> bilinear sampler.
+
+    ``forward(x)`` returns ``(rectified, params_out)``: the sampled ``(B, C, h, w)`` image and the
+    family's exported parameters (``theta`` ``(B, 2, 3)`` for the affine-type families).
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.family = build_family(cfg["transform"], tuple(cfg["output_size"]), cfg["tps_grid"])
+        self.loc = LocNet(cfg["in_channels"], tuple(cfg["input_size"]), cfg["loc_channels"], cfg["loc_hidden"],
+                          self.family)
+        self.fill = -cfg["mean"] / cfg["std"]  # normalised black
+
+    def sample(self, x: Tensor, grid: Tensor) -> Tensor:
+        # Bilinear, so the output is differentiable in the grid (rounding would give zero gradient).
+        out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out + self.fill
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        p = self.loc(x)  # (B, num_params)
+        grid = self.family.grid(p)  # (B, h, w, 2)
+        return self.sample(x, grid), self.family.params_out(p)
+
+
+class Classifier(nn.Module):
+    """Three conv-BN-ReLU-pool stages and two fully connected layers, on the ``output_size`` image."""
+
+    def __init__(self, in_channels: int, size: tuple[int, int], channels: list[int], hidden: int,
+                 num_classes: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        h, w = size
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            c_in, h, w = c, h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(c_in * h * w, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+class STCNN(nn.Module):
+    """Spatial transformer in front of the classifier. ``forward`` -> ``(logits, params, rectified)``."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = full_config(config)
+        cfg = self.config
+        self.stn = SpatialTransformer(cfg)
+        self.classifier = Classifier(cfg["in_channels"], tuple(cfg["output_size"]), cfg["cls_channels"],
+                                     cfg["cls_hidden"], cfg["num_classes"], cfg["dropout"])
+
+    @property
+    def output_names(self) -> list[str]:
+        param_name = {"projective": "homography", "tps": "control_points"}.get(self.config["transform"], "theta")
+        return ["logits", param_name, "rectified"]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        rectified, params = self.stn(x)
+        return self.classifier(rectified), params, rectified
+
+
+class BaselineCNN(nn.Module):
+    """The same classifier without the transformer: it sees the whole input, resampled to ``output_size``
+    by the fixed identity grid (a plain bilinear resize), so the only difference is the learned transform.
+    ``forward`` -> ``(logits, theta, rectified)`` with ``theta`` the constant identity, for a uniform interface.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = full_config(config)
+        cfg = self.config
+        self.output_size = tuple(cfg["output_size"])
+        self.fill = -cfg["mean"] / cfg["std"]
+        self.register_buffer("theta_id", torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]), persistent=False)
+        self.classifier = Classifier(cfg["in_channels"], self.output_size, cfg["cls_channels"],
+                                     cfg["cls_hidden"], cfg["num_classes"], cfg["dropout"])
+
+    output_names = ["logits", "theta", "rectified"]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        theta = self.theta_id.expand(x.shape[0], 2, 3)
+        grid = affine_grid(theta, self.output_size)
+        rectified = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros",
+                                  align_corners=False) + self.fill
+        return self.classifier(rectified), theta, rectified
+
+
+def build_model(config: dict[str, Any]) -> STCNN | BaselineCNN:
+    cfg = full_config(config)
+    if cfg["arch"] == "stcnn":
+        return STCNN(cfg)
+    if cfg["arch"] == "cnn":
+        return BaselineCNN(cfg)
+    raise ValueError(f"unknown arch {cfg['arch']!r}; choose 'stcnn' or 'cnn'")
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

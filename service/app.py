@@ -1,0 +1,118 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan (load + warm every model, drain on exit),
+error handlers, metrics, CORS and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, Response
+
+from service import __version__
+from service.dataplane import DataPlane
+from service.errors import install_handlers
+from service.logs import configure_logging
+from service.metrics import Metrics, MetricsMiddleware
+from service.routes import v1, v2
+from service.schemas import InferenceRequest
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+DESCRIPTION = """Spatial transformer network (ST-CNN) inference on onnxruntime.
+
+* **v1**: POST an image (raw body or multipart field `image`) to get the class, the transform `theta`,
+  the attended `region` in the upload's pixels and, on request, the rectified crop.
+* **v2**: the Open Inference Protocol (KServe / Triton REST), JSON and binary tensors.
+* `GET /metrics` (Prometheus) and `GET /` (demo page).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    dataplane = DataPlane(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await dataplane.start()
+        try:
+            yield
+        finally:
+            await dataplane.stop()
+
+    app = FastAPI(title="stn-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.dataplane = dataplane
+    app.state.metrics = metrics
+    install_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Inference-Header-Content-Length"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    app.include_router(v1.router)
+    app.include_router(v2.health)
+    app.include_router(v2.models)
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {metrics.content_type: {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            }
+        },
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get(
+        "/",
+        tags=["ops"],
+        summary="Demo page",
+        response_class=FileResponse,
+        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "HTML"}},
+    )
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            req = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(req.pop("$defs", {}))
+            components["InferenceRequest"] = req
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (several workers): settings from the environment only."""
+    settings = Settings()
+    configure_logging(
+        settings.log_format, settings.log_level, settings.access_log
+    )  # each worker process sets up its own
+    return create_app(settings)

@@ -1,0 +1,185 @@
+"""Dynamic batching: concurrent requests for one model gathered into one onnxruntime run.
+
+One batcher per model: a bounded queue of requests (each ``n`` images), one asyncio task that collects a
+batch (up to ``max_batch_size`` images, waiting at most ``max_queue_delay_us`` after the first request for
+more to arrive), and one dedicated inference thread that concatenates and runs it, so the event loop never
+blocks on inference. While a batch runs, newcomers queue up and form the next batch: under load, batches
+grow by themselves even with no delay.
+
+A full queue raises ``Overloaded`` at once (503 + Retry-After); a request past its deadline raises
+``DeadlineExceeded`` and is dropped from the queue if it has not run yet. ``stop()`` drains: everything
+queued still runs before the thread goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, ModelNotReady, Overloaded
+from service.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+
+
+class BatchObserver(Protocol):
+    def queue_wait(self, model: str, seconds: float) -> None: ...
+    def batch(self, model: str, size: int, seconds: float) -> None: ...
+
+
+@dataclass(eq=False)
+class _Request:
+    x: np.ndarray  # (n, 1, H, W) float32
+    future: asyncio.Future[Outputs]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    """Batches requests for one ``ModelRuntime``; ``infer(x)`` is the only call a route makes."""
+
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        *,
+        max_batch_size: int = 32,
+        max_queue_delay_us: int = 0,
+        max_queue_size: int = 256,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0:
+            raise ValueError("max_batch_size and max_queue_size must be >= 1, max_queue_delay_us >= 0")
+        self.runtime = runtime
+        self.name = runtime.name
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_us / 1e6
+        self.max_queue_size = max_queue_size
+        self.observer = observer
+        self._queue: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
+
+    def depth(self) -> int:
+        """Requests waiting (not yet in a batch)."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Refuse new requests, run what is queued, then release the thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def run_sync(self, x: np.ndarray) -> Outputs:
+        """Run ``x`` on the inference thread without batching (warm-up)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.runtime.predict, x)
+
+    async def infer(self, x: np.ndarray, timeout_s: float) -> Outputs:
+        """Queue ``x`` ``(n, 1, H, W)``; wait at most ``timeout_s`` seconds for its ``n`` rows of outputs."""
+        if self._closing:
+            raise ModelNotReady(f"model {self.name} is shutting down", headers={"Retry-After": "1"})
+        if len(self._queue) >= self.max_queue_size:
+            raise Overloaded(
+                f"model {self.name} is overloaded: {len(self._queue)} requests queued; retry later",
+                headers={"Retry-After": "1"},
+            )
+        fut: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(x, fut))
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(f"model {self.name}: no answer within {timeout_s:g} s") from None
+
+    async def _collect(self) -> list[_Request]:
+        """Wait for a first request, then gather more until the batch is full or the delay has passed."""
+        loop = asyncio.get_running_loop()
+        while not self._queue:
+            if self._closing:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch: list[_Request] = []
+        rows = 0
+        deadline = loop.time() + self.max_queue_delay_s
+        while True:
+            while self._queue:
+                nxt = self._queue[0]
+                if nxt.future.done():  # timed out or cancelled while queued
+                    self._queue.popleft()
+                    continue
+                n = nxt.x.shape[0]
+                if batch and rows + n > self.max_batch_size:
+                    return batch
+                self._queue.popleft()
+                batch.append(nxt)
+                rows += n
+                if rows >= self.max_batch_size:
+                    return batch
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closing:
+                return batch
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return batch
+
+    async def _loop(self) -> None:
+        while True:
+            batch = await self._collect()
+            if not batch:
+                if self._closing and not self._queue:
+                    return
+                continue
+            await self._execute(batch)
+
+    def _run(self, xs: list[np.ndarray]) -> tuple[Outputs, float]:
+        # On the inference thread: concatenation and the run both stay off the event loop.
+        x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+        t0 = time.perf_counter()
+        out = self.runtime.predict(x)
+        return out, time.perf_counter() - t0
+
+    async def _execute(self, batch: list[_Request]) -> None:
+        start = time.perf_counter()
+        if self.observer:
+            for r in batch:
+                self.observer.queue_wait(self.name, start - r.enqueued)
+        loop = asyncio.get_running_loop()
+        try:
+            outputs, seconds = await loop.run_in_executor(self._executor, self._run, [r.x for r in batch])
+        except Exception as exc:  # a failed run fails its requests, never the batcher
+            log.exception("inference failed for model %s (batch of %d requests)", self.name, len(batch))
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_exception(exc)
+            return
+        rows = sum(r.x.shape[0] for r in batch)
+        if self.observer:
+            self.observer.batch(self.name, rows, seconds)
+        offset = 0
+        for r in batch:
+            n = r.x.shape[0]
+            if not r.future.done():
+                r.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
+            offset += n

@@ -1,0 +1,318 @@
+"""The data plane: the models of the repository, their batchers, and the operations the routes call.
+
+Routes stay thin: they read the body and parameters, call one method here, and shape the answer. Nothing
+here knows about HTTP beyond raising the domain errors of ``service.errors``.
+
+Models load and warm in the background after start-up, so health and readiness answer at once (503 until
+every model is ready); an inference request for a model that is not ready yet gets 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from service.batching import DynamicBatcher
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServiceError, Unprocessable
+from service.geometry import draw_overlay, rectify_image, region_corners
+from service.metrics import Metrics
+from service.preprocess import (
+    Decoded,
+    Invert,
+    Prepared,
+    decode,
+    png_bytes,
+    prepare,
+    rectified_to_pixels,
+    to_gray,
+)
+from service.repository import ModelSpec, choose_default, scan_repository
+from service.runtime import ModelRuntime, cuda_available
+from service.schemas import BatchItem, Prediction, TopK
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Bodies larger than this are decoded on a worker thread (Pillow releases the GIL while decoding); small
+# ones inline, where a thread hop would cost more than the decode.
+INLINE_DECODE_BYTES = 64 * 1024
+GEOMETRIC = ("theta", "homography")
+
+
+@dataclass
+class ModelHandle:
+    runtime: ModelRuntime
+    batcher: DynamicBatcher
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class DataPlane:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, ModelHandle] = {}
+        self.default_model = settings.default_model
+        self._load_task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Find the models (fails at once on a missing repository or an impossible provider), start the
+        batchers, and load + warm the models in the background."""
+        s = self.settings
+        if s.provider == "cuda":
+            ok, reason = cuda_available()
+            if not ok:
+                raise RuntimeError(f"provider cuda requested but {reason}")
+        entries = scan_repository(s.model_repository)
+        if not entries:
+            raise RuntimeError(f"model repository {s.model_repository} holds no <name>/<version>/model.onnx")
+        self.default_model = choose_default(entries, s.default_model)
+        for name, entry in entries.items():
+            runtime = ModelRuntime(entry, s.provider, s.intra_op_threads, s.cuda_device_id)
+            batcher = DynamicBatcher(
+                runtime,
+                max_batch_size=s.max_batch_size,
+                max_queue_delay_us=s.max_queue_delay_us,
+                max_queue_size=s.max_queue_size,
+                observer=self.metrics,
+            )
+            batcher.start()
+            self.metrics.track_queue(name, batcher.depth)
+            self.models[name] = ModelHandle(runtime, batcher)
+        log.info(
+            "model repository %s: %s (default %s)", s.model_repository, ", ".join(entries), self.default_model
+        )
+        self._load_task = asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
+
+    async def _load_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        for handle in self.models.values():
+            rt = handle.runtime
+            try:
+                await loop.run_in_executor(None, rt.load)
+                if self.settings.warmup:
+                    h, w = rt.spec.input_size
+                    for n in sorted({1, self.settings.max_batch_size}):
+                        await handle.batcher.run_sync(np.zeros((n, 1, h, w), dtype=np.float32))
+                rt.mark_ready()
+                self.metrics.models_loaded.inc()
+            except Exception as exc:  # one bad model must not take the others down
+                rt.error = f"{type(exc).__name__}: {exc}"
+                log.error("model %s failed to load: %s", rt.name, rt.error)
+        if self.ready:
+            log.info("all %d models loaded and warmed: ready", len(self.models))
+
+    async def wait_loaded(self) -> None:
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
+
+    async def stop(self) -> None:
+        """Drain: every queued request still runs, then the inference threads stop."""
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        await asyncio.gather(*(h.batcher.stop() for h in self.models.values()))
+        self.metrics.models_loaded.set(0)
+        log.info("stopped: batch queues drained")
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and all(h.runtime.ready for h in self.models.values())
+
+    # ---- lookup -------------------------------------------------------------------------------------
+
+    def get(self, name: str | None, version: str | None = None) -> ModelHandle:
+        name = name or self.default_model
+        handle = self.models.get(name)
+        if handle is None:
+            known = ", ".join(self.models) or "none"
+            raise ModelNotFound(f"unknown model {name!r}; this server has: {known}")
+        if version is not None and version != handle.runtime.entry.version:
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r} (serving {handle.runtime.entry.version})"
+            )
+        return handle
+
+    def get_ready(self, name: str | None, version: str | None = None) -> ModelHandle:
+        handle = self.get(name, version)
+        if not handle.runtime.ready:
+            why = f": {handle.runtime.error}" if handle.runtime.error else " yet (loading)"
+            raise ModelNotReady(f"model {handle.name!r} is not ready{why}", headers={"Retry-After": "1"})
+        return handle
+
+    # ---- v1 operations ------------------------------------------------------------------------------
+
+    async def _cpu(self, big: bool, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args) if big else fn(*args)
+
+    def _decode_prepare(
+        self, data: bytes, spec: ModelSpec, invert: Invert, full: bool
+    ) -> tuple[Decoded, Prepared]:
+        h, w = spec.input_size
+        # A JPEG is decoded at a reduced DCT scale (>= 4x the model input) unless the full image is needed.
+        decoded = decode(data, self.settings.max_image_pixels, None if full else (4 * w, 4 * h))
+        return decoded, prepare(decoded, spec, invert)
+
+    async def _infer_one(self, handle: ModelHandle, prep: Prepared) -> dict[str, np.ndarray]:
+        out = await handle.batcher.infer(prep.x[None], self.settings.request_timeout_s)
+        return {k: v[0] for k, v in out.items()}
+
+    def _prediction(
+        self, spec: ModelSpec, out: dict[str, np.ndarray], prep: Prepared, top_k: int, want_rectified: bool
+    ) -> Prediction:
+        probs = softmax(out["logits"].astype(np.float64))
+        k = max(1, min(top_k, probs.shape[0]))
+        order = np.argsort(-probs, kind="stable")[:k]
+        labels = spec.labels
+        params = out.get(spec.param_output) if spec.param_output else None
+        region = None
+        if params is not None and spec.param_output in GEOMETRIC:
+            region = region_corners(params, *prep.size).tolist()
+        rect = None
+        if want_rectified:
+            pix = rectified_to_pixels(out["rectified"][0], spec, prep.inverted)
+            rect = base64.b64encode(png_bytes(pix)).decode("ascii")
+        param_lists = {spec.param_output: params.tolist()} if params is not None and spec.param_output else {}
+        return Prediction(
+            model=spec.name,
+            version=spec.version,
+            label=labels[int(order[0])],
+            probability=float(probs[order[0]]),
+            top_k=[TopK(label=labels[int(i)], probability=float(probs[i])) for i in order],
+            transform=spec.transform,
+            region=region,
+            image_size=list(prep.size),
+            inverted=prep.inverted,
+            rectified=rect,
+            **param_lists,
+        )
+
+    async def predict(
+        self,
+        name: str | None,
+        data: bytes,
+        *,
+        top_k: int = 5,
+        invert: Invert = "auto",
+        rectified: bool = False,
+    ) -> Prediction:
+        handle = self.get_ready(name)
+        spec = handle.runtime.spec
+        _, prep = await self._cpu(
+            len(data) > INLINE_DECODE_BYTES, self._decode_prepare, data, spec, invert, False
+        )
+        out = await self._infer_one(handle, prep)
+        return self._prediction(spec, out, prep, top_k, rectified)
+
+    async def predict_batch(
+        self,
+        name: str | None,
+        files: list[tuple[str | None, bytes]],
+        *,
+        top_k: int = 5,
+        invert: Invert = "auto",
+        rectified: bool = False,
+    ) -> list[BatchItem]:
+        """One item per file, in order; a file that fails gets its own error, the others still run.
+
+        The good files go to the batcher as one request (one queue slot, one run)."""
+        handle = self.get_ready(name)
+        spec = handle.runtime.spec
+
+        def prepare_one(data: bytes) -> Prepared | ServiceError:
+            try:
+                return self._decode_prepare(data, spec, invert, False)[1]
+            except ServiceError as exc:
+                return exc
+
+        if sum(len(d) for _, d in files) > INLINE_DECODE_BYTES:  # decode in parallel, off the event loop
+            results = await asyncio.gather(*(asyncio.to_thread(prepare_one, d) for _, d in files))
+        else:
+            results = [prepare_one(d) for _, d in files]
+        items: list[BatchItem] = []
+        preps: list[tuple[int, Prepared]] = []
+        for i, ((filename, _), res) in enumerate(zip(files, results, strict=True)):
+            if isinstance(res, ServiceError):
+                items.append(BatchItem(index=i, filename=filename, status=res.status_code, error=res.message))
+            else:
+                preps.append((i, res))
+                items.append(BatchItem(index=i, filename=filename, status=200))
+        if preps:
+            x = np.stack([p.x for _, p in preps])  # (n, 1, H, W)
+            out = await handle.batcher.infer(x, self.settings.request_timeout_s)
+            for row, (i, prep) in enumerate(preps):
+                one = {k: v[row] for k, v in out.items()}
+                items[i].prediction = self._prediction(spec, one, prep, top_k, rectified)
+        return items
+
+    async def rectify(
+        self,
+        name: str | None,
+        data: bytes,
+        *,
+        size: tuple[int, int] | None = None,
+        overlay: bool = False,
+        invert: Invert = "auto",
+    ) -> bytes:
+        """PNG: the rectified crop (``size`` (w, h) samples the ORIGINAL upload; none gives the model's own
+        ``rectified`` output) or, with ``overlay``, the upload with the sampled quadrilateral drawn."""
+        handle = self.get_ready(name)
+        spec = handle.runtime.spec
+        if (size is not None or overlay) and spec.param_output not in GEOMETRIC:
+            what = "an overlay" if overlay else "a rectified crop at a chosen size"
+            raise Unprocessable(
+                f"model {spec.name!r} uses a {spec.transform} transform: {what} needs theta or "
+                f"a homography; call without ?size= for the model's own rectified output"
+            )
+        decoded, prep = await self._cpu(True, self._decode_prepare, data, spec, invert, True)
+        out = await self._infer_one(handle, prep)
+        if size is None and not overlay:
+            return png_bytes(rectified_to_pixels(out["rectified"][0], spec, prep.inverted))
+        assert spec.param_output is not None
+        params = out[spec.param_output]
+        if overlay:
+            corners = region_corners(params, *decoded.size)
+            return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, corners)))
+        assert size is not None
+        w, h = size
+        # Sampled in the upload's polarity: the model pads with black in ITS polarity, which is white in an
+        # inverted upload's.
+        fill = 255.0 if prep.inverted else 0.0
+
+        def work() -> bytes:
+            return png_bytes(rectify_image(to_gray(decoded.image), params, (h, w), fill))
+
+        return await asyncio.to_thread(work)
+
+    # ---- v2 -----------------------------------------------------------------------------------------
+
+    async def infer_tensor(
+        self, name: str, version: str | None, input_name: str, x: np.ndarray
+    ) -> tuple[ModelHandle, dict[str, np.ndarray]]:
+        handle = self.get_ready(name, version)
+        spec = handle.runtime.spec
+        if input_name != spec.input_name:
+            raise InvalidInput(f"unknown input {input_name!r}; model {name!r} takes {spec.input_name!r}")
+        h, w = spec.input_size
+        if x.ndim != 4 or x.shape[1:] != (1, h, w) or x.shape[0] < 1:
+            raise InvalidInput(
+                f"input {input_name!r} must have shape [N, 1, {h}, {w}] with N >= 1, got {list(x.shape)}"
+            )
+        return handle, await handle.batcher.infer(x, self.settings.request_timeout_s)

@@ -1,0 +1,109 @@
+"""Prometheus metrics on a per-app registry (so several apps in one process, as in tests, do not collide).
+
+Requests are counted by route TEMPLATE (``/v1/models/{name}/predict``), never the raw path, so the label
+set stays bounded; unmatched paths count as ``unmatched``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INFER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The service's metrics; also the batchers' ``BatchObserver``."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "stn_requests", "HTTP requests by route template and status code", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "stn_request_latency_seconds",
+            "HTTP request latency by route template",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait_s = Histogram(
+            "stn_queue_wait_seconds",
+            "time a request waited in the batch queue",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "stn_batch_size", "images per onnxruntime run", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference_s = Histogram(
+            "stn_inference_seconds",
+            "onnxruntime run time per batch",
+            ["model"],
+            buckets=INFER_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth_g = Gauge(
+            "stn_queue_depth", "requests waiting in the batch queue", ["model"], registry=r
+        )
+        self.models_loaded = Gauge("stn_models_loaded", "models loaded and warmed", registry=r)
+
+    # BatchObserver
+    def queue_wait(self, model: str, seconds: float) -> None:
+        self.queue_wait_s.labels(model).observe(seconds)
+
+    def batch(self, model: str, size: int, seconds: float) -> None:
+        self.batch_size.labels(model).observe(size)
+        self.inference_s.labels(model).observe(seconds)
+
+    def track_queue(self, model: str, depth: Callable[[], int]) -> None:
+        """``stn_queue_depth{model}`` reads the queue's length at scrape time."""
+        self.queue_depth_g.labels(model).set_function(depth)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no per-request task or body copy): counts and times every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, str(status[0])).inc()
+            self.metrics.latency.labels(template).observe(time.perf_counter() - start)

@@ -1,0 +1,176 @@
+"""The model repository (Triton layout) and what each model's ``metadata_props`` say about it.
+
+Layout: ``<repo>/<name>/<version>/model.onnx`` with numeric versions; the highest version is served.
+``config.pbtxt`` and the model card beside it are for Triton and people; the service reads only the
+``.onnx`` file, whose metadata (``stn.*`` keys, see docs/architecture.md) carry everything preprocessing
+and postprocessing need.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.errors import ModelNotFound
+
+log = logging.getLogger(__name__)
+
+PARAM_OUTPUT_BY_TRANSFORM = {"projective": "homography", "tps": "control_points"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One servable model found on disk."""
+
+    name: str
+    version: str
+    path: Path  # the model.onnx file
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the service needs to know about a model, from its metadata and graph signature."""
+
+    name: str
+    version: str
+    input_name: str
+    input_size: tuple[int, int]  # (H, W) of the model input
+    output_size: tuple[int, int]  # (h, w) of the rectified output
+    labels: list[str]
+    mean: float
+    std: float
+    polarity: str  # "white_on_black" or "black_on_white"
+    transform: str
+    param_output: str | None  # "theta", "homography", "control_points" or None if the graph has none
+    output_names: list[str]
+    output_shapes: dict[str, list[int]]  # -1 for dynamic dimensions
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str | None:
+        return self.metadata.get("stn.dataset")
+
+    @property
+    def test_error(self) -> float | None:
+        try:
+            return float(self.metadata["stn.test_error"])
+        except (KeyError, ValueError):
+            return None
+
+
+def scan_repository(root: Path) -> dict[str, ModelEntry]:
+    """Every ``<root>/<name>/<version>/model.onnx``, the highest numeric version per name, sorted by name."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"model repository {root} does not exist or is not a directory")
+    found: dict[str, ModelEntry] = {}
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = [
+            v for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
+        ]
+        if not versions:
+            log.debug("skipping %s: no <version>/model.onnx", model_dir)
+            continue
+        best = max(versions, key=lambda v: int(v.name))
+        found[model_dir.name] = ModelEntry(model_dir.name, best.name, best / "model.onnx")
+    return found
+
+
+def choose_default(models: dict[str, ModelEntry] | list[str], wanted: str) -> str:
+    names = sorted(models)
+    if not names:
+        raise ModelNotFound("the model repository holds no model")
+    if wanted in names:
+        return wanted
+    log.warning("default model %r not in the repository; using %r", wanted, names[0])
+    return names[0]
+
+
+def _pair(text: str | None, key: str) -> tuple[int, int]:
+    if not text:
+        raise ValueError(f"metadata {key} is missing")
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    if len(parts) != 2:
+        raise ValueError(f"metadata {key} must be 'H,W', got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _dims(shape: list[object]) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in shape]
+
+
+def parse_spec(
+    entry: ModelEntry,
+    meta: dict[str, str],
+    input_name: str,
+    input_shape: list[object],
+    outputs: dict[str, list[object]],
+) -> ModelSpec:
+    """Build the spec from ``custom_metadata_map`` and the graph's input/output signature.
+
+    Raises ``ValueError`` naming what is wrong, so a bad model fails at load time.
+    """
+    in_dims = _dims(input_shape)
+    if len(in_dims) != 4 or in_dims[1] != 1:
+        raise ValueError(f"{entry.name}: input {input_name!r} must be [N, 1, H, W], got {input_shape}")
+    if "stn.input_size" in meta:
+        input_size = _pair(meta["stn.input_size"], "stn.input_size")
+    elif in_dims[2] > 0 and in_dims[3] > 0:
+        input_size = (in_dims[2], in_dims[3])
+    else:
+        raise ValueError(f"{entry.name}: no stn.input_size and the input shape {input_shape} is not static")
+    if "logits" not in outputs or "rectified" not in outputs:
+        raise ValueError(
+            f"{entry.name}: outputs must include 'logits' and 'rectified', got {sorted(outputs)}"
+        )
+    out_dims = _dims(outputs["rectified"])
+    if "stn.output_size" in meta:
+        output_size = _pair(meta["stn.output_size"], "stn.output_size")
+    elif len(out_dims) == 4 and out_dims[2] > 0 and out_dims[3] > 0:
+        output_size = (out_dims[2], out_dims[3])
+    else:
+        raise ValueError(f"{entry.name}: no stn.output_size and rectified's shape {out_dims} is not static")
+
+    transform = meta.get("stn.transform", "affine")
+    param_output: str | None = meta.get("stn.param_output") or PARAM_OUTPUT_BY_TRANSFORM.get(
+        transform, "theta"
+    )
+    if param_output not in outputs:
+        others = [n for n in outputs if n not in ("logits", "rectified")]
+        param_output = others[0] if others else None
+
+    num_classes = _dims(outputs["logits"])[-1]
+    if "stn.labels" in meta:
+        labels = [str(x) for x in json.loads(meta["stn.labels"])]
+    elif num_classes > 0:
+        labels = [str(i) for i in range(num_classes)]
+    else:
+        raise ValueError(f"{entry.name}: no stn.labels and the logits width is not static")
+    if num_classes > 0 and len(labels) != num_classes:
+        raise ValueError(f"{entry.name}: {len(labels)} labels for {num_classes} logits")
+
+    std = float(meta.get("stn.std", "1.0"))
+    if std <= 0:
+        raise ValueError(f"{entry.name}: stn.std must be > 0, got {std}")
+    polarity = meta.get("stn.polarity", "white_on_black")
+    if polarity not in ("white_on_black", "black_on_white"):
+        raise ValueError(
+            f"{entry.name}: stn.polarity must be white_on_black or black_on_white, got {polarity!r}"
+        )
+    return ModelSpec(
+        name=entry.name,
+        version=entry.version,
+        input_name=input_name,
+        input_size=input_size,
+        output_size=output_size,
+        labels=labels,
+        mean=float(meta.get("stn.mean", "0.0")),
+        std=std,
+        polarity=polarity,
+        transform=transform,
+        param_output=param_output,
+        output_names=list(outputs),
+        output_shapes={k: _dims(v) for k, v in outputs.items()},
+        metadata=dict(meta),
+    )

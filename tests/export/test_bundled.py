@@ -1,0 +1,43 @@
+"""The models committed in service/model_repository: they load in onnxruntime, carry the full metadata, and
+their metadata test error is the one on their card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from export.onnx_export import METADATA_KEYS, read_metadata
+from export.triton import validate_entry
+from export.verify import cpu_session
+
+REPO = Path(__file__).resolve().parents[2] / "service" / "model_repository"
+MODELS = sorted(REPO.glob("*/1/model.onnx")) if REPO.is_dir() else []
+
+
+@pytest.mark.parametrize("path", MODELS or [None], ids=[p.parts[-3] for p in MODELS] or ["none"])
+def test_bundled_model(path: Path | None) -> None:
+    if path is None:
+        pytest.skip(f"no exported models in {REPO} yet (`make export` once the trained checkpoints exist)")
+    entry = path.parents[1]
+    validate_entry(entry)
+    meta = read_metadata(onnx.load(str(path)))
+    assert set(METADATA_KEYS) <= set(meta)
+    labels = json.loads(meta["stn.labels"])
+    h, w = (int(v) for v in meta["stn.input_size"].split(","))
+    assert meta["stn.version"].endswith(f":{entry.name}")
+
+    card = json.loads((entry / "card.json").read_text())
+    if card.get("test_error") is None:
+        assert meta["stn.test_error"] == ""
+    else:
+        assert meta["stn.test_error"] != ""
+        assert float(meta["stn.test_error"]) == pytest.approx(card["test_error"], abs=1e-9)
+
+    session = cpu_session(path)
+    x = np.zeros((2, 1, h, w), dtype=np.float32)
+    logits = session.run(None, {"image": x})[0]
+    assert logits.shape == (2, len(labels))

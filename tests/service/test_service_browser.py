@@ -1,0 +1,123 @@
+"""The demo page in a real headless browser (Debian's chromium driven by playwright) on a real stn-serve."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import bundled_has
+from PIL import Image
+from svc_helpers import Server, pattern, stn_serve
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path("/tmp/stn_demo_page.png")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (tests/setup_system.sh installs it with apt)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.skip(f"playwright is not installed: {exc}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def page_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    default = "stn_rts" if bundled_has("stn_rts") else "toy_affine"
+    with stn_serve(
+        tmp_path_factory.mktemp("browser"),
+        "--model-repository",
+        str(repo),
+        "--default-model",
+        default,
+        "--provider",
+        "cpu",
+        "--intra-op-threads",
+        "1",
+    ) as s:
+        yield s
+
+
+def image_loaded(page, selector: str) -> bool:  # type: ignore[no-untyped-def]
+    return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
+
+
+def test_draw_a_digit_and_predict(browser, page_server: Server) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    # A "7": a bar across the top, then a stroke down to the lower left.
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + 70, y0 + 60)
+    page.mouse.down()
+    for x, y in [(140, 58), (210, 60), (180, 130), (150, 190), (125, 240)]:
+        page.mouse.move(x0 + x, y0 + y, steps=8)
+    page.mouse.up()
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('label').textContent.trim().length > 0", timeout=30000)
+    page.wait_for_function(
+        "(() => { const i = document.getElementById('crop'); return i.complete && i.naturalWidth > 0; })()",
+        timeout=30000,
+    )
+    label = page.text_content("#label")
+    assert label is not None and label.strip() in [str(i) for i in range(10)]
+    assert "%" in (page.text_content("#probability") or "")
+    assert page.locator("#topk li").count() == 5
+    assert image_loaded(page, "#overlay") and image_loaded(page, "#crop")
+    assert page.eval_on_selector("#crop", "img => img.naturalWidth") == 256
+    assert "error" not in (page.get_attribute("#status", "class") or "")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def test_upload_a_photo(browser, page_server: Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    photo = tmp_path / "photo.png"
+    Image.fromarray(255 - pattern(42)).resize((400, 300)).save(photo)
+    page = browser.new_page()
+    page.goto(page_server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_function("document.getElementById('label').textContent.trim().length > 0", timeout=30000)
+    page.wait_for_function(
+        "(() => { const i = document.getElementById('overlay');"
+        " return i.complete && i.naturalWidth > 0; })()",
+        timeout=30000,
+    )
+    assert page.eval_on_selector("#overlay", "img => img.naturalWidth") == 400  # the upload itself, drawn on
+    assert "inverted" in (page.text_content("#probability") or "")
+    page.close()
+
+
+def test_errors_show_in_the_page(browser, page_server: Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not really a png")
+    page = browser.new_page()
+    page.goto(page_server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30000)
+    assert "image" in (page.text_content("#status") or "")
+    page.close()
