@@ -165,6 +165,7 @@ class BaselineCNN(nn.Module):
                                      cfg["cls_hidden"], cfg["num_classes"], cfg["dropout"])
 
     output_names = ["logits", "theta", "rectified"]
+    theta_id: Tensor  # (1, 2, 3) buffer
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         theta = self.theta_id.expand(x.shape[0], 2, 3)

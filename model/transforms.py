@@ -66,6 +66,7 @@ class Family(nn.Module):
 
     name: str = ""
     num_params: int = 0
+    base: Tensor  # (h*w, 3) buffer
 
     def __init__(self, output_size: tuple[int, int]) -> None:
         super().__init__()
@@ -207,6 +208,8 @@ class ThinPlateSpline(Family):
     """
 
     name = "tps"
+    M: Tensor  # (h*w, K) buffer
+    P: Tensor  # (K, 2) buffer
 
     def __init__(self, output_size: tuple[int, int], grid_size: int = 4) -> None:
         super().__init__(output_size)

@@ -3,6 +3,7 @@ error handlers, metrics, CORS and routes."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from service.errors import install_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import v1, v2
+from service.routes.deps import Admission
 from service.schemas import InferenceRequest
 from service.settings import Settings
 
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.dataplane = dataplane
     app.state.metrics = metrics
+    app.state.admission = Admission(settings.max_concurrent_requests)
+    metrics.track_in_flight(app.state.admission.count)
     install_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -102,11 +106,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             req = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(req.pop("$defs", {}))
             components["InferenceRequest"] = req
+            _validation_errors_are_400(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _validation_errors_are_400(schema: dict[str, Any]) -> None:
+    """FastAPI documents its validation errors as 422 ``HTTPValidationError``; this service answers them
+    400 ``{"error": ...}`` (``service.errors``), and says so."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            responses = op.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                del responses["422"]
+                responses.setdefault("400", {"description": "Bad Request", "content": error})
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
 
 
 def create_app_from_env() -> FastAPI:

@@ -6,9 +6,17 @@ more to arrive), and one dedicated inference thread that concatenates and runs i
 blocks on inference. While a batch runs, newcomers queue up and form the next batch: under load, batches
 grow by themselves even with no delay.
 
+The delay is an upper bound, not a fixed wait: the batcher keeps an average of the gaps between arrivals and
+stops waiting as soon as the next request is not expected before the delay runs out (so a lone client never
+pays the delay, while a burst still fills the batch).
+
 A full queue raises ``Overloaded`` at once (503 + Retry-After); a request past its deadline raises
 ``DeadlineExceeded`` and is dropped from the queue if it has not run yet. ``stop()`` drains: everything
 queued still runs before the thread goes away.
+
+Per-request work on the event loop is kept to a future and a timer: the deadline is a ``call_later`` on the
+request's own future (``asyncio.wait_for`` would add a second future and an extra loop pass per request), and
+the batcher sleeps on a bare future rather than ``wait_for(Event.wait())``, which creates a task per wait.
 """
 
 from __future__ import annotations
@@ -29,6 +37,22 @@ from service.runtime import ModelRuntime
 log = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
+
+
+# Gaps between arrivals: an exponentially weighted mean (weight of the newest gap), each gap capped so that one
+# idle minute does not take a long stream of arrivals to forget.
+GAP_WEIGHT = 0.25
+GAP_CAP_S = 1.0
+
+
+def _expire(fut: asyncio.Future[Outputs], name: str, timeout_s: float) -> None:
+    if not fut.done():
+        fut.set_exception(DeadlineExceeded(f"model {name}: no answer within {timeout_s:g} s"))
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class BatchObserver(Protocol):
@@ -64,8 +88,11 @@ class DynamicBatcher:
         self.max_queue_size = max_queue_size
         self.observer = observer
         self._queue: deque[_Request] = deque()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the batcher's sleep, resolved by _wake()
         self._closing = False
+        # Mean gap between arrivals (exponentially weighted, seconds); starts "long" so nothing waits at first.
+        self._gap_s = GAP_CAP_S
+        self._last_arrival: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
 
@@ -80,7 +107,7 @@ class DynamicBatcher:
     async def stop(self) -> None:
         """Refuse new requests, run what is queued, then release the thread."""
         self._closing = True
-        self._wakeup.set()
+        self._wake()
         if self._task is not None:
             try:
                 await self._task
@@ -102,22 +129,46 @@ class DynamicBatcher:
                 f"model {self.name} is overloaded: {len(self._queue)} requests queued; retry later",
                 headers={"Retry-After": "1"},
             )
-        fut: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(x, fut))
-        self._wakeup.set()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Outputs] = loop.create_future()
+        now = time.perf_counter()
+        if self._last_arrival is not None:
+            self._gap_s += GAP_WEIGHT * (min(now - self._last_arrival, GAP_CAP_S) - self._gap_s)
+        self._last_arrival = now
+        self._queue.append(_Request(x, fut, now))
+        self._wake()
+        # An expired future is skipped by _collect (dropped unrun) and by _execute (answer discarded).
+        timer = loop.call_later(timeout_s, _expire, fut, self.name, timeout_s)
         try:
-            return await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded(f"model {self.name}: no answer within {timeout_s:g} s") from None
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, timeout_s: float | None) -> None:
+        """Until ``_wake()`` (a new request, or stop) or ``timeout_s`` seconds, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout_s, _release, waiter) if timeout_s is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def _collect(self) -> list[_Request]:
-        """Wait for a first request, then gather more until the batch is full or the delay has passed."""
+        """Wait for a first request, then gather more until the batch is full, the delay has passed, or the
+        next arrival is not expected before the delay runs out."""
         loop = asyncio.get_running_loop()
         while not self._queue:
             if self._closing:
                 return []
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            await self._sleep(None)
         batch: list[_Request] = []
         rows = 0
         deadline = loop.time() + self.max_queue_delay_s
@@ -136,12 +187,10 @@ class DynamicBatcher:
                 if rows >= self.max_batch_size:
                     return batch
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._closing:
+            if remaining <= 0 or self._closing or self._gap_s > remaining:
                 return batch
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
+            await self._sleep(remaining)
+            if not self._queue:  # the delay ran out with nothing new
                 return batch
 
     async def _loop(self) -> None:

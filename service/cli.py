@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"stn-serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -115,8 +116,9 @@ class DataPlane:
                 rt.mark_ready()
                 self.metrics.models_loaded.inc()
             except Exception as exc:  # one bad model must not take the others down
-                rt.error = f"{type(exc).__name__}: {exc}"
-                log.error("model %s failed to load: %s", rt.name, rt.error)
+                # Clients see this (readiness is open): the repository's path stays in the server's log.
+                rt.error = f"{type(exc).__name__}: {exc}".replace(f"{self.settings.model_repository}{os.sep}", "")
+                log.error("model %s (%s) failed to load: %s", rt.name, rt.entry.path, rt.error)
         if self.ready:
             log.info("all %d models loaded and warmed: ready", len(self.models))
 
@@ -315,4 +317,7 @@ class DataPlane:
             raise InvalidInput(
                 f"input {input_name!r} must have shape [N, 1, {h}, {w}] with N >= 1, got {list(x.shape)}"
             )
+        # NaN or infinity (JSON null becomes NaN) would come back as NaN, which JSON cannot carry.
+        if not np.isfinite(x).all():
+            raise InvalidInput(f"input {input_name!r} holds NaN or infinite values")
         return handle, await handle.batcher.infer(x, self.settings.request_timeout_s)

@@ -8,12 +8,14 @@ without its internals.
 from __future__ import annotations
 
 import logging
+import time
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ class DeadlineExceeded(ServiceError):
     status_code = 504
 
 
+# nginx's "client closed request": what the metrics count when a client goes away before its answer.
+CLIENT_CLOSED_REQUEST = 499
+
+
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
@@ -79,12 +85,33 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+class _ShedLog:
+    """Requests refused for overload, logged as one line per ``every_s`` seconds rather than one per request
+    (a log line per refusal would cost the CPU that shedding is meant to save)."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self.count = 0
+        self.last = -every_s
+
+    def refused(self, message: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            log.warning("shedding load: %d request(s) refused with 503 (latest: %s)", self.count, message)
+            self.count, self.last = 0, now
+
+
 def install_handlers(app: FastAPI) -> None:
     """Map every error to ``{"error": ...}`` with its status code."""
 
+    shed = _ShedLog()
+
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        if exc.status_code >= 500 and not isinstance(exc, ModelNotReady):  # readiness polls are routine
+        if isinstance(exc, Overloaded):  # thousands a second under overload: one summary line at most
+            shed.refused(exc.message)
+        elif exc.status_code >= 500 and not isinstance(exc, ModelNotReady):  # readiness polls are routine
             log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
         return error_response(exc.status_code, exc.message, exc.headers)
 
@@ -96,6 +123,11 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
+    async def on_disconnect(request: Request, exc: Exception) -> JSONResponse:
+        # The client closed the connection while its body was being read: routine, nobody to answer.
+        log.info("%s %s: the client went away before sending its whole body", request.method, request.url.path)
+        return error_response(CLIENT_CLOSED_REQUEST, "client closed the request")
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal server error")
@@ -103,4 +135,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

@@ -64,6 +64,9 @@ class Metrics:
             "stn_queue_depth", "requests waiting in the batch queue", ["model"], registry=r
         )
         self.models_loaded = Gauge("stn_models_loaded", "models loaded and warmed", registry=r)
+        self.in_flight_g = Gauge(
+            "stn_requests_in_flight", "inference requests admitted and not yet answered", registry=r
+        )
 
     # BatchObserver
     def queue_wait(self, model: str, seconds: float) -> None:
@@ -76,6 +79,9 @@ class Metrics:
     def track_queue(self, model: str, depth: Callable[[], int]) -> None:
         """``stn_queue_depth{model}`` reads the queue's length at scrape time."""
         self.queue_depth_g.labels(model).set_function(depth)
+
+    def track_in_flight(self, count: Callable[[], int]) -> None:
+        self.in_flight_g.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

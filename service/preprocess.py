@@ -47,6 +47,11 @@ CONTENT_TYPES = frozenset(
 NEUTRAL_TYPES = frozenset({"", "application/octet-stream"})
 EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+# Modes that ``to_gray`` and the overlay's RGB conversion handle; a decoder can produce others (a LAB TIFF).
+PLAIN_MODES = frozenset(
+    {"1", "L", "P", "LA", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "HSV", "I", "F"}
+    | {"I;16", "I;16L", "I;16B", "I;16N"}
+)
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -89,8 +94,10 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
         img.load()
         if orientation != 1:
             img = ImageOps.exif_transpose(img) or img
+        img = _plain_mode(img)
     except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(f"image too large: {exc}") from exc
+        # Pillow's own guard, on the header's declared size, before any pixel is decoded.
+        raise PayloadTooLarge(f"image too large (the limit is {max_pixels} pixels): {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InvalidInput("body is not a decodable image (PNG, JPEG, WebP, BMP, GIF or TIFF)") from exc
     except ServiceError:
@@ -100,6 +107,18 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
     if w < 1 or h < 1:
         raise InvalidInput(f"image has no pixels ({w}x{h})")
     return Decoded(img, (w, h), str(img.format or ""))
+
+
+def _plain_mode(img: Image.Image) -> Image.Image:
+    """``img`` in one of ``PLAIN_MODES``: LAB keeps its lightness band, anything else goes through RGB(A)."""
+    if img.mode in PLAIN_MODES:
+        return img
+    if img.mode == "LAB":
+        return img.getchannel("L")
+    try:
+        return img.convert("RGBA" if "A" in img.mode else "RGB")
+    except ValueError as exc:
+        raise InvalidInput(f"image mode {img.mode!r} is not supported; send a grayscale or RGB image") from exc
 
 
 def to_gray(img: Image.Image) -> Image.Image:

@@ -21,7 +21,12 @@ from service.schemas import InferenceRequest, RequestInput
 HEADER = "Inference-Header-Content-Length"
 
 
+MAX_DIMS = 8
+
+
 def _shape_size(inp: RequestInput) -> int:
+    if len(inp.shape) > MAX_DIMS:  # also keeps an absurd shape out of the error messages below
+        raise InvalidInput(f"input {inp.name!r}: shape has {len(inp.shape)} dimensions, at most {MAX_DIMS}")
     if any(not isinstance(d, int) or d < 0 for d in inp.shape):
         raise InvalidInput(f"input {inp.name!r}: shape must be non-negative integers, got {inp.shape}")
     return math.prod(inp.shape)
@@ -37,7 +42,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
         try:
             n = int(header_length)
         except ValueError:
-            raise InvalidInput(f"{HEADER} must be an integer, got {header_length!r}") from None
+            raise InvalidInput(f"{HEADER} must be an integer, got {header_length[:40]!r}") from None
         if n < 0 or n > len(body):
             raise InvalidInput(f"{HEADER} is {n} but the body has {len(body)} bytes")
         json_part, binary = body[:n], memoryview(body)[n:]
@@ -78,7 +83,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
                 raise InvalidInput(f"input {inp.name!r}: no 'data' and no binary_data_size")
             try:
                 arr = np.asarray(inp.data, dtype=np.float32)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past float range
                 raise InvalidInput(f"input {inp.name!r}: data must be numbers (FP32)") from None
             if arr.size != size:
                 raise InvalidInput(f"input {inp.name!r}: {arr.size} values for shape {inp.shape} ({size})")

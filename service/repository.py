@@ -61,18 +61,23 @@ class ModelSpec:
 
 
 def scan_repository(root: Path) -> dict[str, ModelEntry]:
-    """Every ``<root>/<name>/<version>/model.onnx``, the highest numeric version per name, sorted by name."""
+    """Every ``<root>/<name>/<version>/model.onnx``, the highest numeric version per name, sorted by name.
+
+    A model folder with version folders but no ``model.onnx`` in any of them (a missing file, a dangling
+    link) is listed anyway, at its highest version, so that it fails to load and is reported, rather than
+    silently not served. A folder without numeric version folders is not a model and is skipped."""
     if not root.is_dir():
         raise FileNotFoundError(f"model repository {root} does not exist or is not a directory")
     found: dict[str, ModelEntry] = {}
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = [
-            v for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
-        ]
+        versions = [v for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit()]
         if not versions:
             log.debug("skipping %s: no <version>/model.onnx", model_dir)
             continue
-        best = max(versions, key=lambda v: int(v.name))
+        with_file = [v for v in versions if (v / "model.onnx").is_file()]
+        if not with_file:
+            log.warning("model %s: no model.onnx in %s", model_dir.name, ", ".join(sorted(v.name for v in versions)))
+        best = max(with_file or versions, key=lambda v: int(v.name))
         found[model_dir.name] = ModelEntry(model_dir.name, best.name, best / "model.onnx")
     return found
 

@@ -1,7 +1,9 @@
 """``serve(settings)``: logging set up, then uvicorn serving ``create_app(settings)`` until SIGINT/SIGTERM.
 
-On SIGTERM uvicorn stops accepting connections and waits (up to ``graceful_timeout_s``) for in-flight
-requests to finish; then the app's lifespan drains the batch queues and stops the inference threads.
+First ``preflight`` tries every model once: a repository that cannot serve anything stops the process
+with one error line and exit status 1. On SIGTERM uvicorn stops accepting connections and waits (up to
+``graceful_timeout_s``) for in-flight requests to finish; then the app's lifespan drains the batch queues
+and stops the inference threads.
 With ``workers > 1`` each worker process builds its app from the environment, so the settings are
 exported as ``STN_*`` variables first.
 """
@@ -9,6 +11,7 @@ exported as ``STN_*`` variables first.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -16,7 +19,10 @@ import uvicorn
 
 from service.app import create_app
 from service.logs import configure_logging
+from service.preflight import StartupError, preflight
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:
@@ -35,8 +41,15 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; the exit status: 1 when the repository cannot serve anything (said in one
+    log line, before the port is bound), 3 when the application fails to start, else 0."""
     configure_logging(settings.log_format, settings.log_level, settings.access_log)
+    try:
+        preflight(settings)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -50,4 +63,5 @@ def serve(settings: Settings) -> None:
         os.environ.update(settings_to_env(settings))
         uvicorn.run("service.app:create_app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings), **common)  # exits with status 3 itself if start-up fails
+    return 0

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from service.errors import InvalidInput
 from service.preprocess import Invert
 from service.routes.deps import (
+    Admit,
     DataPlaneDep,
     SettingsDep,
     error_responses,
@@ -40,7 +41,7 @@ SizeQ = Annotated[
 OverlayQ = Annotated[bool, Query(description="return the upload with the sampled quadrilateral drawn")]
 
 PREDICT_ERRORS = error_responses(400, 401, 404, 413, 415, 503, 504)
-_SIZE = re.compile(r"^\s*(\d{1,6})(?:\s*[xX]\s*(\d{1,6}))?\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,6})(?:\s*[xX]\s*(\d{1,6}))?\s*$", re.ASCII)  # ASCII: no other digits
 
 
 def parse_size(text: str | None, max_side: int) -> tuple[int, int] | None:
@@ -76,6 +77,7 @@ async def _predict(
     response_model=Prediction,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(),
+    dependencies=[Admit],
     summary="Classify one image with a named model",
 )
 async def predict_model(
@@ -95,6 +97,7 @@ async def predict_model(
     response_model=Prediction,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(),
+    dependencies=[Admit],
     summary="Classify one image with the default model",
 )
 async def predict_default(
@@ -132,6 +135,7 @@ async def _batch(
     response_model=BatchResponse,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(multiple=True),
+    dependencies=[Admit],
     summary="Classify several images (multipart) with a model",
 )
 async def predict_batch_model(
@@ -151,6 +155,7 @@ async def predict_batch_model(
     response_model=BatchResponse,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(multiple=True),
+    dependencies=[Admit],
     summary="Classify several images with the default model",
 )
 async def predict_batch_default(
@@ -194,6 +199,7 @@ async def _rectify(
     response_class=Response,
     responses=RECTIFY_RESPONSES,
     openapi_extra=image_body(),
+    dependencies=[Admit],
     summary="The rectified crop (or the overlay) as PNG, named model",
 )
 async def rectify_model(
@@ -213,6 +219,7 @@ async def rectify_model(
     response_class=Response,
     responses=RECTIFY_RESPONSES,
     openapi_extra=image_body(),
+    dependencies=[Admit],
     summary="The rectified crop (or the overlay) as PNG, default model",
 )
 async def rectify_default(

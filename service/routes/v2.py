@@ -14,7 +14,14 @@ from fastapi.responses import JSONResponse, Response
 from service import __version__
 from service.errors import InvalidInput, ModelNotReady
 from service.protocol_v2 import HEADER, encode_infer_response, parse_infer_request, wants_binary
-from service.routes.deps import DataPlaneDep, SettingsDep, error_responses, read_body, require_token
+from service.routes.deps import (
+    Admit,
+    DataPlaneDep,
+    SettingsDep,
+    error_responses,
+    read_body,
+    require_token,
+)
 from service.schemas import (
     InferenceResponse,
     LiveResponse,
@@ -202,6 +209,7 @@ async def _infer(
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra=INFER_BODY,
+    dependencies=[Admit],
     summary="Inference (JSON tensors or binary-data extension)",
 )
 async def infer(request: Request, dp: DataPlaneDep, settings: SettingsDep, name: str) -> Response:
@@ -213,6 +221,7 @@ async def infer(request: Request, dp: DataPlaneDep, settings: SettingsDep, name:
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra=INFER_BODY,
+    dependencies=[Admit],
     summary="Inference (one version)",
 )
 async def infer_version(

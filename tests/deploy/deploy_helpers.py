@@ -10,6 +10,7 @@ everything under it, ``**`` spans folders) for the patterns this repository uses
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -178,12 +179,13 @@ def build_context(root: Path = ROOT) -> list[str]:
     """Every file Docker would send as the build context (relative POSIX paths), .dockerignore applied."""
     rules = read_dockerignore(root / ".dockerignore")
     files = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).as_posix()
-        if rel.startswith((".git/", ".venv/")):  # ignored anyway; skip the walk's bulk
-            continue
-        if p.is_file() and not ignored(rel, rules):
-            files.append(rel)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:  # ignored anyway (the test checks so); skip the bulk of the walk
+            dirnames[:] = [d for d in dirnames if d not in (".git", ".venv")]
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if not ignored(rel, rules):
+                files.append(rel)
     return sorted(files)
 
 

@@ -107,9 +107,7 @@ def test_healthcheck_probes_readiness(runtime: Stage) -> None:
     cmd = hc.exec_form()
     assert cmd is not None and cmd[0] == "python", "exec form, with the venv's python (no curl in slim)"
     script = cmd[1]
-    copied = {
-        ins.args.split()[-1]: ins.args.split()[-2] for ins in runtime.all("COPY") if "--from" not in ins.args
-    }
+    copied = {ins.args.split()[-1]: ins.args.split()[-2] for ins in runtime.all("COPY") if "--from" not in ins.args}
     assert copied.get(script) == "deploy/healthcheck.py", f"{script} is deploy/healthcheck.py, copied in"
     assert READY in HEALTHCHECK.read_text()
     flags = hc.flags()

@@ -43,9 +43,7 @@ def server() -> Iterator[tuple[int, type[_Handler]]]:
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("STN_")} | env
-    return subprocess.run(
-        [sys.executable, str(HEALTHCHECK)], env=full, capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run([sys.executable, str(HEALTHCHECK)], env=full, capture_output=True, text=True, timeout=30)
 
 
 def test_ready_is_healthy(server: tuple[int, type[_Handler]]) -> None:

@@ -156,9 +156,7 @@ def test_requests_one_gpu(container: dict[str, Any]) -> None:
     assert container_env(container)["STN_WORKERS"] == "1", "one process per GPU; scale with replicas"
 
 
-def test_termination_grace_covers_prestop_and_drain(
-    deployment: dict[str, Any], container: dict[str, Any]
-) -> None:
+def test_termination_grace_covers_prestop_and_drain(deployment: dict[str, Any], container: dict[str, Any]) -> None:
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     cmd = container["lifecycle"]["preStop"]["exec"]["command"]
     assert cmd[0] == "sleep"
@@ -172,9 +170,7 @@ def test_rolling_update_keeps_capacity(deployment: dict[str, Any]) -> None:
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
-def test_image_and_security_match_the_dockerfile(
-    container: dict[str, Any], deployment: dict[str, Any]
-) -> None:
+def test_image_and_security_match_the_dockerfile(container: dict[str, Any], deployment: dict[str, Any]) -> None:
     runtime = parse_dockerfile()[-1]
     user = runtime.last("USER")
     assert user is not None
@@ -192,9 +188,7 @@ def test_environment_names_are_service_settings(container: dict[str, Any], isvc:
         assert stn <= known, f"not settings of the service (silently ignored): {sorted(stn - known)}"
 
 
-def test_service_selects_the_pods_and_targets_the_port(
-    deployment: dict[str, Any], container: dict[str, Any]
-) -> None:
+def test_service_selects_the_pods_and_targets_the_port(deployment: dict[str, Any], container: dict[str, Any]) -> None:
     svc = _one("Service", K8S / "service.yaml")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
@@ -234,9 +228,7 @@ def test_pdb_selects_the_pods(deployment: dict[str, Any]) -> None:
 # ---- the InferenceService's contract -----------------------------------------------------------------------
 
 
-def test_inferenceservice_serves_the_same_image_on_v2(
-    isvc: dict[str, Any], container: dict[str, Any]
-) -> None:
+def test_inferenceservice_serves_the_same_image_on_v2(isvc: dict[str, Any], container: dict[str, Any]) -> None:
     c = isvc["spec"]["predictor"]["containers"][0]
     assert c["image"] == container["image"]
     assert container_env(c)["PROTOCOL"] == "v2"

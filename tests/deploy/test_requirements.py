@@ -52,9 +52,7 @@ def test_pins_satisfy_the_project_dependencies(dep: Requirement) -> None:
     name = canonicalize_name(dep.name)
     assert name in pins, f"{dep.name} is a dependency of the project but not pinned in serve.txt"
     version = _pinned_version(pins[name])
-    assert dep.specifier.contains(version, prereleases=True), (
-        f"{dep.name}=={version} is outside {dep.specifier}"
-    )
+    assert dep.specifier.contains(version, prereleases=True), f"{dep.name}=={version} is outside {dep.specifier}"
 
 
 def test_no_training_or_cpu_only_packages() -> None:

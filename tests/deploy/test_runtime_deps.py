@@ -39,9 +39,7 @@ MODEL_FILES = sorted((ROOT / "service" / "model_repository").glob("*/1/model.onn
 INSTALL_TIMEOUT_S = 900
 READY_TIMEOUT_S = 180
 # pip's words for "the index could not be reached" (as opposed to a resolution or build failure).
-OFFLINE = re.compile(
-    r"NewConnectionError|Temporary failure in name resolution|Network is unreachable|ProxyError"
-)
+OFFLINE = re.compile(r"NewConnectionError|Temporary failure in name resolution|Network is unreachable|ProxyError")
 
 
 def _pip(venv: Path, *args: str) -> None:
@@ -154,12 +152,8 @@ def test_cuda_provider_libraries_resolve_on_the_images_library_path(runtime_venv
 
 def test_runtime_venv_size(runtime_venv: Path) -> None:
     total = sum(p.stat().st_size for p in runtime_venv.rglob("*") if p.is_file() and not p.is_symlink())
-    nvidia = sum(
-        p.stat().st_size for p in (_site_packages(runtime_venv) / "nvidia").rglob("*") if p.is_file()
-    )
-    print(
-        f"\nruntime venv: {total / 2**30:.2f} GiB, of which nvidia CUDA/cuDNN wheels {nvidia / 2**30:.2f} GiB"
-    )
+    nvidia = sum(p.stat().st_size for p in (_site_packages(runtime_venv) / "nvidia").rglob("*") if p.is_file())
+    print(f"\nruntime venv: {total / 2**30:.2f} GiB, of which nvidia CUDA/cuDNN wheels {nvidia / 2**30:.2f} GiB")
     # A torch that slipped in would add several GiB; the CUDA/cuDNN wheels are most of the budget.
     assert total < 3.5 * 2**30
 
@@ -268,4 +262,8 @@ def test_sigterm_stops_the_server_cleanly(server: tuple[str, subprocess.Popen[by
         code = proc.wait(timeout=40)
     except subprocess.TimeoutExpired:
         pytest.fail(f"still running 40 s after SIGTERM:\n{log.read_text()[-4000:]}")
-    assert code == 0, log.read_text()[-4000:]
+    # uvicorn re-raises the signal once it has shut down, so a clean stop may also read as killed by SIGTERM
+    # (exit status 143 in Docker); its lifespan's "shutdown complete" line tells the two apart.
+    text = log.read_text()
+    assert code in (0, -signal.SIGTERM), text[-4000:]
+    assert "Application shutdown complete" in text, text[-4000:]

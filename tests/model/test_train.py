@@ -36,7 +36,7 @@ def test_tiny_training_run_loss_falls(tmp_path: Path, mnist: dict[str, Any]) -> 
     model, ckpt = load_checkpoint(tmp_path / "run" / "best.ckpt")
     after = _val_loss(model, mnist)
     assert after < before - 0.1, (before, after)  # from chance (ln 10 = 2.30) down
-    assert card["history"][0]["train_loss"] < 2.3
+    assert len(card["history"]) == 1 and card["test_error"] is None  # skip_test: MNIST-test untouched
     assert ckpt["config"]["input_size"] == [42, 42] and ckpt["card"]["params"] == card["params"]
     for f in ("card.json", "card.md", "curves.png", "best.ckpt", "last.ckpt"):
         assert (tmp_path / "run" / f).exists(), f

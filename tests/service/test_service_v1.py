@@ -304,9 +304,12 @@ def test_real_digit_rectify_256_matches_rectified(
     client: TestClient, trained_digit: tuple[np.ndarray, str]
 ) -> None:
     arr, _ = trained_digit
-    for img in (
-        Image.fromarray(arr),
-        Image.fromarray(255 - arr).resize((420, 420), Image.Resampling.BICUBIC),
+    # The digit at the model's own size must match to 30 dB. For a 10x larger (and inverted) upload the
+    # model's rectified image is a 28x28 sample of the blurry 42x42 resize, while the crop is sampled from
+    # the sharp original: the geometry agrees, the sharpness differs on purpose, so the bound is looser.
+    for img, min_db in (
+        (Image.fromarray(arr), 30.0),
+        (Image.fromarray(255 - arr).resize((420, 420), Image.Resampling.BICUBIC), 24.0),
     ):
         body = png(img)
         ref = rectified_of(predict(client, body, "stn_rts", "?rectified=true"))
@@ -315,7 +318,7 @@ def test_real_digit_rectify_256_matches_rectified(
                 client.post("/v1/models/stn_rts/rectify?size=256x256", content=body, headers=PNG).content
             )
         )
-        assert psnr(np.asarray(crop.resize((28, 28), Image.Resampling.BOX)), ref) >= 30.0
+        assert psnr(np.asarray(crop.resize((28, 28), Image.Resampling.BOX)), ref) >= min_db
 
 
 def test_tc_model_is_served_when_bundled(client: TestClient) -> None:

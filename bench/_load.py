@@ -1,0 +1,296 @@
+"""Load generation and server-side accounting for ``bench_service.py``.
+
+- ``wrk``: Debian's wrk (a separate C process, epoll) posting pre-built request bodies in turn, through a Lua
+  script whose ``done()`` prints one JSON line of counts and latency percentiles (microseconds).
+- ``proc_cpu_s``: user + system CPU seconds of a process and all its descendants, from ``/proc``.
+- ``scrape``: the service's Prometheus histograms (batch size, inference time, queue wait).
+- ``ServerProcess``: a server started in its own process group, its log kept in a file, stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# One request per call of request(), cycling over the bodies given as script arguments. done() runs once,
+# after the run, in the main thread: it prints the totals and wrk's latency percentiles as one JSON line.
+LUA = r"""
+local reqs = {}
+local i = 0
+
+function init(args)
+  local ctype, path = args[1], args[2]
+  for k = 3, #args do
+    local f = assert(io.open(args[k], "rb"))
+    local body = f:read("*a")
+    f:close()
+    reqs[#reqs + 1] = wrk.format("POST", path, {["Content-Type"] = ctype}, body)
+  end
+end
+
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, "write": %d, ' ..
+    '"status": %d, "timeout": %d, "mean_us": %.1f, "stdev_us": %.1f, "max_us": %d, "p50_us": %d, ' ..
+    '"p90_us": %d, "p95_us": %d, "p99_us": %d, "p999_us": %d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.stdev, latency.max, latency:percentile(50), latency:percentile(90),
+    latency:percentile(95), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def wrk_path() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk not found: install Debian's wrk (apt-get install -y wrk)")
+    return path
+
+
+def wrk_version() -> str:
+    out = subprocess.run([wrk_path(), "-v"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].strip() if out else "wrk"
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    errors: dict[str, int]  # socket errors and non-2xx/3xx answers
+    latency_us: dict[str, float]  # mean, stdev, max, p50, p90, p95, p99, p999
+    wrk_cpu_s: float  # the load generator's own CPU time
+    command: list[str]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.errors["status"]
+
+
+def run_wrk(
+    url: str,
+    bodies: list[Path],
+    content_type: str,
+    connections: int,
+    seconds: float,
+    threads: int,
+    script_dir: Path,
+) -> WrkResult:
+    """``connections`` closed-loop connections for ``seconds``; each sends the next body when answered."""
+    script = script_dir / "post.lua"
+    if not script.exists():
+        script.write_text(LUA)
+    path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
+    cmd = [
+        wrk_path(),
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "60s",
+        "-s",
+        str(script),
+        url,
+        "--",
+        content_type,
+        path,
+        *map(str, bodies),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    d = json.loads(line[len("WRKJSON ") :])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    errors = {k: int(d[k]) for k in ("connect", "read", "write", "status", "timeout")}
+    lat = {k[:-3]: float(d[k]) for k in d if k.endswith("_us")}
+    return WrkResult(int(d["requests"]), d["duration_us"] / 1e6, errors, lat, cpu, cmd)
+
+
+# ---- /proc accounting --------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime (seconds) of ``pid`` and every live descendant (uvicorn workers)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+        todo += _children(p)
+    return total
+
+
+def system_busy_fraction(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy (any process) over ``seconds``, from /proc/stat: background load."""
+
+    def snap() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + vals[4]  # idle + iowait
+        return sum(vals[:8]) - idle, sum(vals[:8])
+
+    b0, t0 = snap()
+    time.sleep(seconds)
+    b1, t1 = snap()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def busy_processes(pattern: str) -> list[str]:
+    """Command lines of running processes that contain ``pattern`` (e.g. ``stn-train``), this one excluded."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if pattern in cmd:
+            found.append(f"{pid} {cmd}")
+    return found
+
+
+# ---- Prometheus --------------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(base_url: str, model: str) -> dict[str, Any]:
+    """The model's batch-size, inference-time and queue-wait histograms: ``{metric: {"sum", "count",
+    "buckets": {le: cumulative count}}}``."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    wanted = ("stn_batch_size", "stn_inference_seconds", "stn_queue_wait_seconds")
+    out: dict[str, Any] = {w: {"sum": 0.0, "count": 0.0, "buckets": {}} for w in wanted}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = dict(_LABEL.findall(m.group("labels") or ""))
+        if labels.get("model") != model:
+            continue
+        name, value = m.group("name"), float(m.group("value"))
+        for w in wanted:
+            if name == w + "_sum":
+                out[w]["sum"] = value
+            elif name == w + "_count":
+                out[w]["count"] = value
+            elif name == w + "_bucket":
+                out[w]["buckets"][labels["le"]] = value
+    return out
+
+
+def histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Sum, count and per-bucket (not cumulative) counts observed between two scrapes."""
+    delta: dict[str, Any] = {}
+    for name in after:
+        a, b = after[name], before[name]
+        cum = {le: a["buckets"][le] - b["buckets"].get(le, 0.0) for le in a["buckets"]}
+        les = sorted(cum, key=lambda s: float("inf") if s == "+Inf" else float(s))
+        per, prev = {}, 0.0
+        for le in les:
+            per[le] = int(round(cum[le] - prev))
+            prev = cum[le]
+        delta[name] = {"sum": a["sum"] - b["sum"], "count": int(round(a["count"] - b["count"])), "buckets": per}
+    return delta
+
+
+# ---- server processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A server process (own process group, output to a log file); ``stop()`` sends SIGTERM and waits."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.cmd = cmd
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "w")  # closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def wait_http(self, url: str, timeout_s: float = 120.0) -> None:
+        """Until ``url`` answers 200 (raises with the server's log if it exits or never does)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{url} not ready within {timeout_s:g} s:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="stn-bench-"))

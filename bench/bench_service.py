@@ -1,0 +1,607 @@
+"""Service benchmark: ``stn-serve`` on the bundled model under Debian's ``wrk``, against two references.
+
+What one run measures, on this machine, with the same payload (real PNG digits: the first 64 digits of the
+fixed distorted MNIST test set of the model's dataset):
+
+1. R_empty: an empty FastAPI endpoint (``bench/_empty_app.py``: reads the body, answers a small JSON),
+   served by uvicorn with the settings ``stn-serve`` uses, under the same wrk command: what HTTP alone costs.
+2. The service: ``stn-serve`` (a separate process) driven by wrk (another process) posting one PNG per
+   request to ``/v1/predict`` at each concurrency (closed loop: ``-c N`` connections, each sending its next
+   request when answered). Per level: req/s, latency p50/p95/p99 (wrk's), the batch sizes the dynamic
+   batcher formed (``/metrics`` scraped before and after), and the server's CPU time per request (user +
+   system time of the server process tree from ``/proc``, divided by the requests answered).
+   Then the batch route: multipart bodies of ``--batch-files`` PNGs to ``/v1/predict/batch``, images/s.
+3. R_ort: onnxruntime in this process (``ModelRuntime``, so the same session options and intra-op threads
+   as the service) on the same preprocessed images, at batch 1 and at the batch sizes the service formed.
+
+The ceiling for any service on these cores, where inference and HTTP share the CPU, is
+``C = 1 / (1/R_ort + 1/R_empty)`` (R_ort at the mean batch size formed at concurrency 64, R_empty at
+concurrency 64). Goals: req/s at concurrency 64 >= 0.80 C; p99 <= 3 p50 there; p50 at concurrency 1 within
+1 ms of onnxruntime's batch-1 time; the batch route >= 0.85 R_ort images/s. wrk runs on the same cores
+(``-t1`` by default): its CPU time is reported too, it is part of what is measured.
+
+    python bench/bench_service.py                       # everything, writes bench/results/service_<date>.md/json
+    python bench/bench_service.py --quick --no-write    # a few seconds per level, to check the setup
+    python bench/bench_service.py --set max_queue_delay_us=0 --set intra_op_threads=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _load  # noqa: E402
+from _load import ServerProcess, WrkResult  # noqa: E402
+
+GOAL_RPS_VS_C = 0.80
+GOAL_TAIL = 3.0
+GOAL_C1_MS = 1.0
+GOAL_BATCH_VS_ORT = 0.85
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-repository", type=Path, default=ROOT / "service" / "model_repository")
+    p.add_argument("--model", default="stn_rts", help="the model to drive (the default model of the server)")
+    p.add_argument("--concurrency", default="1,8,64,256", help="comma-separated wrk connection counts")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per level")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load before each level")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (they share the same cores)")
+    p.add_argument("--batch-files", type=int, default=32, help="PNG files per /v1/predict/batch request")
+    p.add_argument("--batch-concurrency", type=int, default=2, help="connections for the batch route")
+    p.add_argument("--ort-seconds", type=float, default=4.0, help="seconds of onnxruntime per batch size")
+    p.add_argument("--images", type=int, default=64, help="distinct digits in the payload")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting (STN_NAME for stn-serve and for R_ort), e.g. max_queue_delay_us=0",
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where results are written")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--quick", action="store_true", help="2 s per level: a smoke run of the setup")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.ort_seconds = 2.0, 1.0, 1.0
+    args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if 64 not in args.levels:
+        p.error("--concurrency must include 64 (the goals are stated there)")
+    return args
+
+
+# ---- setup ------------------------------------------------------------------------------------------
+
+
+def service_settings(args: argparse.Namespace, port: int) -> tuple[dict[str, str], Any]:
+    """``STN_*`` variables for the server, and the same settings object in this process (for R_ort)."""
+    from service.settings import Settings
+
+    env = {
+        "STN_MODEL_REPOSITORY": str(args.model_repository),
+        "STN_DEFAULT_MODEL": args.model,
+        "STN_HOST": "127.0.0.1",
+        "STN_PORT": str(port),
+    }
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants NAME=VALUE, got {item!r}")
+        env[f"STN_{name.strip().upper()}"] = value.strip()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        settings = Settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return env, settings
+
+
+def load_runtime(settings: Any, model: str) -> Any:
+    from service.repository import scan_repository
+    from service.runtime import ModelRuntime
+
+    entries = scan_repository(Path(settings.model_repository))
+    if model not in entries:
+        raise SystemExit(f"model {model!r} not in {settings.model_repository} (has: {', '.join(entries)})")
+    rt = ModelRuntime(entries[model], settings.provider, settings.intra_op_threads, settings.cuda_device_id)
+    rt.load()
+    return rt
+
+
+def distortion_of(spec: Any) -> str:
+    ds = spec.dataset or ""
+    if ds.startswith("mnist-"):
+        return ds.split("-", 1)[1]
+    return {42: "rts", 60: "tc"}.get(spec.input_size[0], "rts")
+
+
+def make_payload(spec: Any, n: int, folder: Path, batch_files: int) -> dict[str, Any]:
+    """PNG digits (one file per request) and multipart bodies of ``batch_files`` of them."""
+    digits = folder / "digits"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "_digits.py"), "--distortion", distortion_of(spec),
+         "--n", str(n), "--out", str(digits)],
+        check=True,
+    )
+    pngs = sorted(digits.glob("digit_*.png"))
+    labels = json.loads((digits / "labels.json").read_text())
+    boundary = "stnbenchboundary7MA4YWxkTrZu0gW"
+    bodies = []
+    for start in range(0, len(pngs), batch_files):
+        chunk = [pngs[(start + k) % len(pngs)] for k in range(batch_files)]
+        parts = []
+        for path in chunk:
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
+                "Content-Type: image/png\r\n\r\n".encode()
+                + path.read_bytes()
+                + b"\r\n"
+            )
+        body = folder / f"batch_{start:03d}.bin"
+        body.write_bytes(b"".join(parts) + f"--{boundary}--\r\n".encode())
+        bodies.append(body)
+    return {
+        "pngs": pngs,
+        "labels": labels,
+        "multipart": bodies,
+        "multipart_type": f"multipart/form-data; boundary={boundary}",
+        "png_bytes_mean": statistics.fmean(p.stat().st_size for p in pngs),
+    }
+
+
+def preprocessed(spec: Any, pngs: list[Path]) -> np.ndarray:
+    """The service's own preprocessing of the payload: float32 ``(n, 1, H, W)``."""
+    from service.preprocess import decode, prepare
+
+    return np.stack([prepare(decode(p.read_bytes(), 10**8), spec).x for p in pngs])
+
+
+def machine_info() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?")
+    cores = {
+        (blk.get("physical id"), blk.get("core id"))
+        for blk in (
+            dict(ln.split(":", 1) for ln in para.splitlines() if ":" in ln) for para in cpuinfo.split("\n\n")
+        )
+        if blk
+    }
+    return {
+        "cpu": model,
+        "physical_cores": len(cores) or None,
+        "logical_cpus": os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers_available": ort.get_available_providers(),
+        "wrk": _load.wrk_version(),
+        "uvicorn_loop_http": uvicorn_impls(),
+    }
+
+
+def uvicorn_impls() -> str:
+    """What uvicorn's ``auto`` picks here: uvloop/asyncio and httptools/h11."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop} + {http}"
+
+
+# ---- measuring --------------------------------------------------------------------------------------
+
+
+def level(
+    server: ServerProcess,
+    url: str,
+    bodies: list[Path],
+    content_type: str,
+    c: int,
+    args: argparse.Namespace,
+    scratch: Path,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Warm up, then one measured wrk run at ``c`` connections, with the server's CPU time and histograms."""
+    base = url.split("/v1/")[0]
+    if args.warmup > 0:
+        _load.run_wrk(url, bodies, content_type, c, args.warmup, args.wrk_threads, scratch)
+    m0 = _load.scrape(base, model) if model else None
+    cpu0 = _load.proc_cpu_s(server.pid)
+    r: WrkResult = _load.run_wrk(url, bodies, content_type, c, args.duration, args.wrk_threads, scratch)
+    cpu1 = _load.proc_cpu_s(server.pid)
+    out: dict[str, Any] = {
+        "concurrency": c,
+        "requests": r.requests,
+        "seconds": r.seconds,
+        "rps": r.rps,
+        "errors": r.errors,
+        "latency_ms": {k: v / 1000 for k, v in r.latency_us.items()},
+        "server_cpu_s": cpu1 - cpu0,
+        "server_cpu_ms_per_request": 1000 * (cpu1 - cpu0) / max(1, r.requests),
+        "server_cpu_cores": (cpu1 - cpu0) / r.seconds,
+        "wrk_cpu_s": r.wrk_cpu_s,
+        "wrk_cpu_cores": r.wrk_cpu_s / (r.seconds + args.warmup) if r.seconds else 0.0,
+        "wrk_command": shlex.join(r.command),
+    }
+    if model:
+        d = _load.histogram_delta(m0 or {}, _load.scrape(base, model))
+        bs, inf, qw = d["stn_batch_size"], d["stn_inference_seconds"], d["stn_queue_wait_seconds"]
+        out["batches"] = bs["count"]
+        out["images"] = bs["sum"]
+        out["mean_batch"] = bs["sum"] / bs["count"] if bs["count"] else 0.0
+        out["batch_hist"] = {le: n for le, n in bs["buckets"].items() if n}
+        out["inference_ms_per_batch"] = 1000 * inf["sum"] / inf["count"] if inf["count"] else 0.0
+        out["inference_busy"] = inf["sum"] / r.seconds  # share of the wall time the inference thread ran
+        out["queue_wait_ms_mean"] = 1000 * qw["sum"] / qw["count"] if qw["count"] else 0.0
+    return out
+
+
+def ort_rates(rt: Any, x: np.ndarray, sizes: list[int], seconds: float) -> dict[int, dict[str, float]]:
+    """onnxruntime alone: images/s (wall, back-to-back runs) and the median run time per batch size."""
+    out: dict[int, dict[str, float]] = {}
+    for b in sizes:
+        xb = np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))  # cycles through the payload digits
+        for _ in range(10):
+            rt.predict(xb)
+        times = []
+        t_start = time.perf_counter()
+        while time.perf_counter() - t_start < seconds:
+            t0 = time.perf_counter()
+            rt.predict(xb)
+            times.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - t_start
+        out[b] = {
+            "images_per_s": b * len(times) / wall,
+            "run_ms_median": 1000 * statistics.median(times),
+            "run_ms_p99": 1000 * float(np.percentile(times, 99)),
+            "runs": len(times),
+        }
+    return out
+
+
+def check_answers(base: str, pngs: list[Path], labels: list[int]) -> dict[str, int]:
+    """Each payload digit once through /v1/predict: how many the service classifies right."""
+    right = 0
+    for path, label in zip(pngs, labels, strict=True):
+        req = urllib.request.Request(
+            base + "/v1/predict", data=path.read_bytes(), headers={"Content-Type": "image/png"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            right += json.loads(r.read())["label"] == str(label)
+    return {"right": right, "of": len(pngs)}
+
+
+def served_providers(base: str, model: str) -> list[str]:
+    with urllib.request.urlopen(base + "/v1/models", timeout=10) as r:
+        models = json.loads(r.read())["models"]
+    return next((m["providers"] for m in models if m["name"] == model), [])
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    scratch = _load.scratch_dir()
+    started = datetime.now(timezone.utc)
+    background = {
+        "cpu_busy_before": _load.system_busy_fraction(2.0),
+        "stn_train_processes": _load.busy_processes("stn-train"),
+        "loadavg_before": os.getloadavg(),
+    }
+    port = _load.free_port()
+    env, settings = service_settings(args, port)
+    rt = load_runtime(settings, args.model)
+    spec = rt.spec
+    log(f"model {args.model}: input {spec.input_size}, intra-op threads {rt.intra_op_threads or os.cpu_count()}")
+    payload = make_payload(spec, args.images, scratch, args.batch_files)
+    x = preprocessed(spec, payload["pngs"])
+    result: dict[str, Any] = {
+        "command": shlex.join([sys.executable, *sys.argv]) if sys.argv else "",
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "background": background,
+        "model": args.model,
+        "model_file": str(rt.entry.path),
+        "settings": {k: v for k, v in settings.model_dump().items() if k != "api_token"},
+        "settings_overrides": env,
+        "payload": {
+            "images": len(payload["pngs"]),
+            "png_bytes_mean": payload["png_bytes_mean"],
+            "batch_files": args.batch_files,
+            "multipart_bytes": payload["multipart"][0].stat().st_size,
+        },
+        "durations": {"measured_s": args.duration, "warmup_s": args.warmup, "wrk_threads": args.wrk_threads},
+    }
+    png_type = "image/png"
+
+    # 1. R_empty
+    eport = _load.free_port()
+    empty = ServerProcess(
+        [sys.executable, str(ROOT / "bench" / "_empty_app.py"), "--port", str(eport),
+         "--workers", str(settings.workers)],
+        {**os.environ},
+        scratch,
+        "empty",
+    )
+    try:
+        empty.wait_http(f"http://127.0.0.1:{eport}/openapi.json")
+        result["empty"] = []
+        for c in args.levels:
+            lv = level(empty, f"http://127.0.0.1:{eport}/v1/predict", payload["pngs"], png_type, c, args, scratch)
+            result["empty"].append(lv)
+            log(fmt_level("empty", lv))
+    finally:
+        empty.stop()
+
+    # 2. the service
+    serve_bin = Path(sys.executable).parent / "stn-serve"
+    cmd = [str(serve_bin)] if serve_bin.exists() else [sys.executable, "-m", "service.cli"]
+    server = ServerProcess(cmd, {**os.environ, **env}, scratch, "stn-serve")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_http(base + "/v2/health/ready")
+        result["providers"] = served_providers(base, args.model)
+        result["answers"] = check_answers(base, payload["pngs"], payload["labels"])
+        log(f"service answers: {result['answers']['right']}/{result['answers']['of']} digits right")
+        result["service"] = []
+        for c in args.levels:
+            lv = level(server, base + "/v1/predict", payload["pngs"], png_type, c, args, scratch, args.model)
+            result["service"].append(lv)
+            log(fmt_level("service", lv))
+        lv = level(
+            server,
+            base + "/v1/predict/batch",
+            payload["multipart"],
+            payload["multipart_type"],
+            args.batch_concurrency,
+            args,
+            scratch,
+            args.model,
+        )
+        lv["images_per_s"] = lv["rps"] * args.batch_files
+        lv["files_per_request"] = args.batch_files
+        result["batch_route"] = lv
+        log(fmt_level("batch", lv) + f"  {lv['images_per_s']:.0f} images/s")
+    finally:
+        server.stop()
+    result["server_log_tail"] = server.log_tail(15)
+
+    # 3. R_ort, with the server gone (the CPU is ours)
+    b64 = next(lv for lv in result["service"] if lv["concurrency"] == 64)["mean_batch"]
+    b_batch = result["batch_route"]["mean_batch"]
+    sizes = sorted({1, max(1, round(b64)), max(1, round(b_batch)), settings.max_batch_size})
+    result["ort"] = {str(b): v for b, v in ort_rates(rt, x, sizes, args.ort_seconds).items()}
+    for b in sizes:
+        o = result["ort"][str(b)]
+        log(f"R_ort batch {b:3d}: {o['images_per_s']:8.0f} images/s, run {o['run_ms_median']:.3f} ms median")
+    result["background"]["cpu_busy_after"] = _load.system_busy_fraction(2.0)
+    result["background"]["stn_train_processes_after"] = _load.busy_processes("stn-train")
+    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["goals"] = goals(result, b64, b_batch)
+    return result
+
+
+def goals(result: dict[str, Any], b64: float, b_batch: float) -> dict[str, Any]:
+    svc = {lv["concurrency"]: lv for lv in result["service"]}
+    emp = {lv["concurrency"]: lv for lv in result["empty"]}
+    r_ort = result["ort"][str(max(1, round(b64)))]["images_per_s"]
+    r_empty = emp[64]["rps"]
+    c_max = 1.0 / (1.0 / r_ort + 1.0 / r_empty)
+    s64 = svc[64]
+    g: dict[str, Any] = {
+        "B64": b64,
+        "R_ort": r_ort,
+        "R_empty": r_empty,
+        "C": c_max,
+        "rps_64": s64["rps"],
+        "rps_vs_C": s64["rps"] / c_max,
+        "rps_vs_C_goal": GOAL_RPS_VS_C,
+        "p99_over_p50_64": s64["latency_ms"]["p99"] / s64["latency_ms"]["p50"],
+        "p99_over_p50_goal": GOAL_TAIL,
+    }
+    g["rps_pass"] = g["rps_vs_C"] >= GOAL_RPS_VS_C
+    g["tail_pass"] = g["p99_over_p50_64"] <= GOAL_TAIL
+    if 1 in svc:
+        ort1 = result["ort"]["1"]["run_ms_median"]
+        g["p50_c1_ms"] = svc[1]["latency_ms"]["p50"]
+        g["ort_b1_ms"] = ort1
+        g["c1_excess_ms"] = g["p50_c1_ms"] - ort1
+        g["c1_goal_ms"] = GOAL_C1_MS
+        g["c1_pass"] = g["c1_excess_ms"] <= GOAL_C1_MS
+    br = result["batch_route"]
+    r_ort_b = result["ort"][str(max(1, round(b_batch)))]["images_per_s"]
+    g["batch_images_per_s"] = br["images_per_s"]
+    g["batch_mean_batch"] = b_batch
+    g["R_ort_batch"] = r_ort_b
+    g["batch_vs_ort"] = br["images_per_s"] / r_ort_b
+    g["batch_vs_ort_goal"] = GOAL_BATCH_VS_ORT
+    g["batch_pass"] = g["batch_vs_ort"] >= GOAL_BATCH_VS_ORT
+    return g
+
+
+# ---- reporting --------------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def fmt_level(what: str, lv: dict[str, Any]) -> str:
+    lat = lv["latency_ms"]
+    errs = ", ".join(f"{k} {n}" for k, n in lv["errors"].items() if n) or "0"
+    batch = f" batch {lv['mean_batch']:5.1f}" if "mean_batch" in lv else ""
+    return (
+        f"{what:8s} c={lv['concurrency']:<4d} {lv['rps']:8.0f} req/s  p50 {lat['p50']:7.2f}  p95 {lat['p95']:7.2f}  "
+        f"p99 {lat['p99']:7.2f} ms{batch}  server CPU {lv['server_cpu_ms_per_request']:.3f} ms/req  "
+        f"errors {errs}"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report_md(r: dict[str, Any]) -> str:
+    m, g, s = r["machine"], r["goals"], r["settings"]
+    bg = r["background"]
+    lines = [
+        f"# Service benchmark, {r['started']}",
+        "",
+        "```sh",
+        r["command"],
+        "```",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}; {m['physical_cores']} physical cores, {m['logical_cpus']} logical CPUs, "
+        f"`nproc` {m['nproc']}",
+        f"- Python {m['python']} ({m['platform']}); onnxruntime {m['onnxruntime']}, the model served on "
+        f"{', '.join(r.get('providers', [])) or '?'}; uvicorn loop + HTTP: {m['uvicorn_loop_http']}; {m['wrk']}",
+        f"- Background: CPU busy {100 * bg['cpu_busy_before']:.0f} % before the run, "
+        f"{100 * bg['cpu_busy_after']:.0f} % after (all CPUs, everything but this benchmark); "
+        f"`stn-train` processes: {len(bg['stn_train_processes'])} before, "
+        f"{len(bg['stn_train_processes_after'])} after",
+        "",
+        "## Settings",
+        "",
+        f"- Model `{r['model']}` (`{r['model_file']}`); payload: {r['payload']['images']} distorted MNIST test "
+        f"digits as PNG (mean {r['payload']['png_bytes_mean']:.0f} bytes), cycled; one per request to "
+        f"`/v1/predict` (raw body, `Content-Type: image/png`).",
+        f"- Service: workers {s['workers']}, intra-op threads {s['intra_op_threads']} (0 = all cores), "
+        f"max batch {s['max_batch_size']}, max queue delay {s['max_queue_delay_us']} µs, "
+        f"queue size {s['max_queue_size']}, provider {s['provider']}.",
+        f"- wrk: `-t{r['durations']['wrk_threads']}`, {r['durations']['warmup_s']:g} s warm-up then "
+        f"{r['durations']['measured_s']:g} s measured per level, closed loop (`-c` = concurrency). wrk runs on "
+        "the same cores as the server; its CPU use is in the tables (`wrk cores`).",
+        f"- Sanity: the service classified {r['answers']['right']}/{r['answers']['of']} payload digits right.",
+        "",
+        "## Service (`/v1/predict`, one PNG per request)",
+        "",
+        "| concurrency | req/s | p50 ms | p95 ms | p99 ms | mean batch | batch sizes (≤ le: count) | "
+        "server CPU ms/req | server cores | inference busy | wrk cores | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for lv in r["service"]:
+        lines.append(row(lv))
+    br = r["batch_route"]
+    lines += [
+        "",
+        f"## Batch route (`/v1/predict/batch`, {br['files_per_request']} PNGs per multipart request)",
+        "",
+        "| concurrency | req/s | images/s | p50 ms | p99 ms | mean batch | server CPU ms/image | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {br['concurrency']} | {br['rps']:.1f} | {br['images_per_s']:.0f} | {br['latency_ms']['p50']:.2f} | "
+        f"{br['latency_ms']['p99']:.2f} | {br['mean_batch']:.1f} | "
+        f"{br['server_cpu_ms_per_request'] / br['files_per_request']:.3f} | {sum(br['errors'].values())} |",
+        "",
+        "## References (same run, same machine, same payload)",
+        "",
+        "R_empty: the empty FastAPI endpoint (`bench/_empty_app.py`) under the same wrk command.",
+        "",
+        "| concurrency | req/s | p50 ms | p95 ms | p99 ms | server CPU ms/req | wrk cores | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for lv in r["empty"]:
+        lat = lv["latency_ms"]
+        lines.append(
+            f"| {lv['concurrency']} | {lv['rps']:.0f} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+            f"{lv['server_cpu_ms_per_request']:.3f} | {lv['wrk_cpu_cores']:.2f} | {sum(lv['errors'].values())} |"
+        )
+    lines += [
+        "",
+        f"R_ort: onnxruntime in-process (`ModelRuntime.predict`, the service's session options, intra-op threads "
+        f"{s['intra_op_threads'] or m['logical_cpus']}), the same preprocessed digits, back-to-back runs.",
+        "",
+        "| batch | images/s | run ms (median) | run ms (p99) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for b, o in sorted(r["ort"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {b} | {o['images_per_s']:.0f} | {o['run_ms_median']:.3f} | {o['run_ms_p99']:.3f} |")
+    lines += [
+        "",
+        "## Goals",
+        "",
+        f"C = 1 / (1/R_ort + 1/R_empty) = 1 / (1/{g['R_ort']:.0f} + 1/{g['R_empty']:.0f}) = **{g['C']:.0f} req/s** "
+        f"(R_ort at batch {max(1, round(g['B64']))}, the mean batch {g['B64']:.1f} formed at concurrency 64; "
+        "R_empty at concurrency 64).",
+        "",
+        "| goal | measured | target | |",
+        "| --- | ---: | ---: | --- |",
+        f"| req/s at c=64 vs C | {g['rps_64']:.0f} / {g['C']:.0f} = {g['rps_vs_C']:.2f} | ≥ {g['rps_vs_C_goal']:.2f} "
+        f"| {verdict(g['rps_pass'])} |",
+        f"| p99 / p50 at c=64 | {g['p99_over_p50_64']:.2f} | ≤ {g['p99_over_p50_goal']:.0f} | "
+        f"{verdict(g['tail_pass'])} |",
+    ]
+    if "c1_pass" in g:
+        lines.append(
+            f"| p50 at c=1 − onnxruntime batch-1 run | {g['p50_c1_ms']:.3f} − {g['ort_b1_ms']:.3f} = "
+            f"{g['c1_excess_ms']:.3f} ms | ≤ {g['c1_goal_ms']:.1f} ms | {verdict(g['c1_pass'])} |"
+        )
+    lines += [
+        f"| batch route images/s vs R_ort (batch {max(1, round(g['batch_mean_batch']))}) | "
+        f"{g['batch_images_per_s']:.0f} / {g['R_ort_batch']:.0f} = {g['batch_vs_ort']:.2f} | "
+        f"≥ {g['batch_vs_ort_goal']:.2f} | {verdict(g['batch_pass'])} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def row(lv: dict[str, Any]) -> str:
+    lat = lv["latency_ms"]
+    hist = ", ".join(f"≤{le.removesuffix('.0')}: {n}" for le, n in lv.get("batch_hist", {}).items())
+    return (
+        f"| {lv['concurrency']} | {lv['rps']:.0f} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+        f"{lv.get('mean_batch', 0):.1f} | {hist} | {lv['server_cpu_ms_per_request']:.3f} | "
+        f"{lv['server_cpu_cores']:.2f} | {lv.get('inference_busy', 0):.2f} | {lv['wrk_cpu_cores']:.2f} | "
+        f"{sum(lv['errors'].values())} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _load.wrk_path()
+    result = run(args)
+    md = report_md(result)
+    print()
+    print(md)
+    if not args.no_write:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M")
+        stem = f"service_{stamp}{'_' + args.tag if args.tag else ''}"
+        (args.out / f"{stem}.md").write_text(md)
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"wrote {args.out / stem}.md and .json")
+    g = result["goals"]
+    met = all(g[k] for k in ("rps_pass", "tail_pass", "c1_pass", "batch_pass") if k in g)
+    return 1 if args.strict and not met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
