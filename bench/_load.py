@@ -197,15 +197,13 @@ def busy_processes(pattern: str) -> list[str]:
 
 _SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+HISTOGRAMS = ("stn_batch_size", "stn_inference_seconds", "stn_queue_wait_seconds")
 
 
-def scrape(base_url: str, model: str) -> dict[str, Any]:
-    """The model's batch-size, inference-time and queue-wait histograms: ``{metric: {"sum", "count",
-    "buckets": {le: cumulative count}}}``."""
+def _scrape_once(base_url: str, model: str) -> dict[str, Any]:
     with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    wanted = ("stn_batch_size", "stn_inference_seconds", "stn_queue_wait_seconds")
-    out: dict[str, Any] = {w: {"sum": 0.0, "count": 0.0, "buckets": {}} for w in wanted}
+    out: dict[str, Any] = {w: {"sum": 0.0, "count": 0.0, "buckets": {}} for w in HISTOGRAMS}
     for line in text.splitlines():
         m = _SAMPLE.match(line)
         if not m:
@@ -214,7 +212,7 @@ def scrape(base_url: str, model: str) -> dict[str, Any]:
         if labels.get("model") != model:
             continue
         name, value = m.group("name"), float(m.group("value"))
-        for w in wanted:
+        for w in HISTOGRAMS:
             if name == w + "_sum":
                 out[w]["sum"] = value
             elif name == w + "_count":
@@ -224,10 +222,39 @@ def scrape(base_url: str, model: str) -> dict[str, Any]:
     return out
 
 
+def scrape(base_url: str, model: str, workers: int = 1) -> dict[str, Any]:
+    """The model's batch-size, inference-time and queue-wait histograms: ``{metric: {"sum", "count",
+    "buckets": {le: cumulative count}}}``, summed over the server's worker processes.
+
+    Each uvicorn worker keeps its own registry and a scrape reaches one of them, so with several workers
+    the endpoint is scraped (new connection each time) until as many distinct snapshots as workers are
+    seen; at rest, one worker's snapshot does not change between scrapes. Two workers with identical
+    histograms (both untouched) cannot be told apart: the one snapshot then stands for all of them.
+    """
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(1 if workers == 1 else 50 * workers):
+        snap = _scrape_once(base_url, model)
+        seen.setdefault(json.dumps(snap, sort_keys=True), snap)
+        if len(seen) >= workers:
+            break
+    snaps = list(seen.values())
+    if len(snaps) == 1 and workers > 1:
+        snaps = snaps * workers
+    total: dict[str, Any] = {w: {"sum": 0.0, "count": 0.0, "buckets": {}} for w in HISTOGRAMS}
+    for snap in snaps:
+        for w in HISTOGRAMS:
+            total[w]["sum"] += snap[w]["sum"]
+            total[w]["count"] += snap[w]["count"]
+            for le, v in snap[w]["buckets"].items():
+                total[w]["buckets"][le] = total[w]["buckets"].get(le, 0.0) + v
+    total["distinct_snapshots"] = len(seen)
+    return total
+
+
 def histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Sum, count and per-bucket (not cumulative) counts observed between two scrapes."""
     delta: dict[str, Any] = {}
-    for name in after:
+    for name in HISTOGRAMS:
         a, b = after[name], before[name]
         cum = {le: a["buckets"][le] - b["buckets"].get(le, 0.0) for le in a["buckets"]}
         les = sorted(cum, key=lambda s: float("inf") if s == "+Inf" else float(s))

@@ -54,6 +54,7 @@ GOAL_RPS_VS_C = 0.80
 GOAL_TAIL = 3.0
 GOAL_C1_MS = 1.0
 GOAL_BATCH_VS_ORT = 0.85
+SETTLE_S = 0.5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -227,15 +228,18 @@ def level(
     args: argparse.Namespace,
     scratch: Path,
     model: str | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Warm up, then one measured wrk run at ``c`` connections, with the server's CPU time and histograms."""
     base = url.split("/v1/")[0]
     if args.warmup > 0:
         _load.run_wrk(url, bodies, content_type, c, args.warmup, args.wrk_threads, scratch)
-    m0 = _load.scrape(base, model) if model else None
+    time.sleep(SETTLE_S)
+    m0 = _load.scrape(base, model, workers) if model else None
     cpu0 = _load.proc_cpu_s(server.pid)
     r: WrkResult = _load.run_wrk(url, bodies, content_type, c, args.duration, args.wrk_threads, scratch)
     cpu1 = _load.proc_cpu_s(server.pid)
+    time.sleep(SETTLE_S)  # requests still in flight when wrk stopped finish before the scrape
     out: dict[str, Any] = {
         "concurrency": c,
         "requests": r.requests,
@@ -247,11 +251,13 @@ def level(
         "server_cpu_ms_per_request": 1000 * (cpu1 - cpu0) / max(1, r.requests),
         "server_cpu_cores": (cpu1 - cpu0) / r.seconds,
         "wrk_cpu_s": r.wrk_cpu_s,
-        "wrk_cpu_cores": r.wrk_cpu_s / (r.seconds + args.warmup) if r.seconds else 0.0,
+        "wrk_cpu_cores": r.wrk_cpu_s / r.seconds if r.seconds else 0.0,
         "wrk_command": shlex.join(r.command),
     }
-    if model:
-        d = _load.histogram_delta(m0 or {}, _load.scrape(base, model))
+    if model and m0 is not None:
+        m1 = _load.scrape(base, model, workers)
+        d = _load.histogram_delta(m0, m1)
+        out["metrics_snapshots"] = [m0["distinct_snapshots"], m1["distinct_snapshots"]]
         bs, inf, qw = d["stn_batch_size"], d["stn_inference_seconds"], d["stn_queue_wait_seconds"]
         out["batches"] = bs["count"]
         out["images"] = bs["sum"]
@@ -372,7 +378,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"service answers: {result['answers']['right']}/{result['answers']['of']} digits right")
         result["service"] = []
         for c in args.levels:
-            lv = level(server, base + "/v1/predict", payload["pngs"], png_type, c, args, scratch, args.model)
+            lv = level(
+                server, base + "/v1/predict", payload["pngs"], png_type, c, args, scratch, args.model, settings.workers
+            )
             result["service"].append(lv)
             log(fmt_level("service", lv))
         lv = level(
@@ -384,6 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args,
             scratch,
             args.model,
+            settings.workers,
         )
         lv["images_per_s"] = lv["rps"] * args.batch_files
         lv["files_per_request"] = args.batch_files

@@ -43,8 +43,9 @@ CONTENT_TYPES = frozenset(
         "image/tif",
     }
 )
-# A client that does not know what it sends: accepted, and the bytes decide.
-NEUTRAL_TYPES = frozenset({"", "application/octet-stream"})
+# Types that say nothing about the bytes: the bytes decide. curl's --data-binary sends
+# application/x-www-form-urlencoded unless told otherwise, so a bare `curl --data-binary @photo.jpg` works.
+NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "application/x-www-form-urlencoded"})
 EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 # Modes that ``to_gray`` and the overlay's RGB conversion handle; a decoder can produce others (a LAB TIFF).

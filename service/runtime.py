@@ -46,6 +46,14 @@ def cuda_available() -> tuple[bool, str]:
         return False, "this onnxruntime build has no CUDAExecutionProvider"
     if not cuda_driver_present():
         return False, "no CUDA driver (libcuda) found: no GPU on this machine"
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        # Load the CUDA/cuDNN libraries of the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) from
+        # site-packages, so a plain `pip install` works without LD_LIBRARY_PATH (the image sets it too).
+        try:
+            preload()
+        except Exception as exc:  # a partial install: the session creation below reports what is missing
+            log.warning("onnxruntime.preload_dlls() failed: %s", exc)
     return True, ""
 
 
