@@ -117,6 +117,15 @@ def write_card(out: Path, *, name: str, opts: dict[str, Any], cfg: dict[str, Any
     return card
 
 
+def refresh_baseline(run: Path, baseline_run: str) -> dict[str, Any]:
+    """Point a finished run's card at a baseline run that finished after it; rewrite card.json and card.md."""
+    card = json.loads((run / "card.json").read_text())
+    card["baseline"] = _baseline(baseline_run)
+    (run / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (run / "card.md").write_text(render_markdown(card))
+    return card
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
@@ -135,7 +144,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"| this model ({card['params']:,} parameters) | **{_pct(card['test_error'])}** |",
     ]
     if b:
-        lines.append(f"| baseline CNN, same classifier, same recipe (`{b['run']}`) | {_pct(b.get('test_error'))} |")
+        lines.append(f"| baseline CNN: the same classifier without the transformer (`{b['run']}`) | "
+                     f"{_pct(b.get('test_error'))} |")
     if paper:
         lines.append(f"| paper ST-CNN / CNN (Jaderberg et al. 2015, Table 1) | {_pct(paper.get('st-cnn'))} / "
                      f"{_pct(paper.get('cnn'))} |")
@@ -160,6 +170,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         "![training curves](curves.png)",
     ]
+    if b and b.get("command"):
+        lines[lines.index("Reproduce:") + 4:lines.index("Reproduce:") + 4] = [
+            "", f"Baseline: `{b['command']}` ({b['wall_time_s'] / 60:.1f} min)."]
     if card["arch"] == "stcnn":
         lines += ["", "![test inputs and rectified outputs](rectified.png)"]
     return "\n".join(lines) + "\n"

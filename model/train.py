@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from model import data as mnist
 from model import distort
-from model.card import write_card
+from model.card import refresh_baseline, write_card
 from model.checkpoint import read_checkpoint, save_checkpoint
 from model.nets import build_model, count_params, full_config
 
@@ -277,6 +277,17 @@ def main(argv: list[str] | None = None) -> None:
         dp.add_argument("--data-dir", type=Path, required=True)
         folder = mnist.download(dp.parse_args(argv[1:]).data_dir)
         print(f"MNIST verified in {folder}")
+        return
+    if argv[:1] == ["card"]:
+        cp = argparse.ArgumentParser(prog="stn-train card", description="re-point a finished run's card at "
+                                     "a baseline run that finished after it")
+        cp.add_argument("run", type=Path)
+        cp.add_argument("--baseline-run", required=True)
+        a = cp.parse_args(argv[1:])
+        card = refresh_baseline(a.run, a.baseline_run)
+        ckpt = read_checkpoint(a.run / "best.ckpt")
+        torch.save({**ckpt, "card": card}, a.run / "best.ckpt")
+        print(f"{a.run}/card.md: baseline {card['baseline']}")
         return
     opts, args = parse_args(argv)
     if args.resume:
