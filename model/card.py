@@ -171,7 +171,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "![training curves](curves.png)",
     ]
     if b and b.get("command"):
-        lines[lines.index("Reproduce:") + 4:lines.index("Reproduce:") + 4] = [
+        lines[lines.index("Reproduce:") + 5:lines.index("Reproduce:") + 5] = [
             "", f"Baseline: `{b['command']}` ({b['wall_time_s'] / 60:.1f} min)."]
     if card["arch"] == "stcnn":
         lines += ["", "![test inputs and rectified outputs](rectified.png)"]
