@@ -55,6 +55,7 @@ GOAL_TAIL = 3.0
 GOAL_C1_MS = 1.0
 GOAL_BATCH_VS_ORT = 0.85
 SETTLE_S = 0.5
+BUSY_WARN = 0.15  # background CPU share above which a run is flagged as disturbed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -181,21 +182,28 @@ def preprocessed(spec: Any, pngs: list[Path]) -> np.ndarray:
     return np.stack([prepare(decode(p.read_bytes(), 10**8), spec).x for p in pngs])
 
 
+def command_line() -> str:
+    """This run's command, with the environment variables that change what it measures."""
+    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith("STN_") or k == "PYTHONPATH"]
+    rel = [os.path.relpath(a, Path.cwd()) if a == sys.argv[0] else a for a in sys.argv]
+    return " ".join([*env, shlex.join([os.path.relpath(sys.executable, Path.cwd()), *rel])])
+
+
 def machine_info() -> dict[str, Any]:
     import onnxruntime as ort
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?")
-    cores = {
-        (blk.get("physical id"), blk.get("core id"))
-        for blk in (
-            dict(ln.split(":", 1) for ln in para.splitlines() if ":" in ln) for para in cpuinfo.split("\n\n")
-        )
-        if blk
-    }
+    blocks = [
+        {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in para.splitlines() if ":" in ln)}
+        for para in cpuinfo.split("\n\n")
+    ]
+    cores = {(b.get("physical id"), b.get("core id")) for b in blocks if "core id" in b}
+    virt = "hypervisor" in (blocks[0].get("flags", "").split() if blocks else [])
     return {
         "cpu": model,
         "physical_cores": len(cores) or None,
+        "virtual_machine": virt,
         "logical_cpus": os.cpu_count(),
         "nproc": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
@@ -321,6 +329,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stn_train_processes": _load.busy_processes("stn-train"),
         "loadavg_before": os.getloadavg(),
     }
+    if background["cpu_busy_before"] > BUSY_WARN or background["stn_train_processes"]:
+        log(
+            f"warning: the CPUs were {100 * background['cpu_busy_before']:.0f} % busy before the run "
+            f"({len(background['stn_train_processes'])} stn-train processes): the numbers will be low and noisy"
+        )
     port = _load.free_port()
     env, settings = service_settings(args, port)
     rt = load_runtime(settings, args.model)
@@ -329,7 +342,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     payload = make_payload(spec, args.images, scratch, args.batch_files)
     x = preprocessed(spec, payload["pngs"])
     result: dict[str, Any] = {
-        "command": shlex.join([sys.executable, *sys.argv]) if sys.argv else "",
+        "command": command_line(),
         "started": started.isoformat(timespec="seconds"),
         "machine": machine_info(),
         "background": background,
@@ -410,6 +423,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for b in sizes:
         o = result["ort"][str(b)]
         log(f"R_ort batch {b:3d}: {o['images_per_s']:8.0f} images/s, run {o['run_ms_median']:.3f} ms median")
+    # For comparison only (the goals use the service's own setting): the other intra-op thread count.
+    threads = settings.intra_op_threads or os.cpu_count() or 1
+    other = 1 if threads > 1 else (os.cpu_count() or 1)
+    if other != threads:
+        alt = load_runtime(settings.model_copy(update={"intra_op_threads": other}), args.model)
+        alt_sizes = sorted({1, max(1, round(b64)), max(1, round(b_batch))})
+        result["ort_other_threads"] = {
+            "intra_op_threads": other,
+            "rates": {str(b): v for b, v in ort_rates(alt, x, alt_sizes, args.ort_seconds / 2).items()},
+        }
+        for b, o in result["ort_other_threads"]["rates"].items():
+            log(f"R_ort batch {int(b):3d}, {other} intra-op threads: {o['images_per_s']:8.0f} images/s")
+    result["ort_threads"] = threads
     result["background"]["cpu_busy_after"] = _load.system_busy_fraction(2.0)
     result["background"]["stn_train_processes_after"] = _load.busy_processes("stn-train")
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -489,8 +515,8 @@ def report_md(r: dict[str, Any]) -> str:
         "",
         "## Machine",
         "",
-        f"- CPU: {m['cpu']}; {m['physical_cores']} physical cores, {m['logical_cpus']} logical CPUs, "
-        f"`nproc` {m['nproc']}",
+        f"- CPU: {m['cpu']}; {m['physical_cores']} cores, {m['logical_cpus']} logical CPUs, `nproc` "
+        f"{m['nproc']}{' (a virtual machine)' if m.get('virtual_machine') else ''}",
         f"- Python {m['python']} ({m['platform']}); onnxruntime {m['onnxruntime']}, the model served on "
         f"{', '.join(r.get('providers', [])) or '?'}; uvicorn loop + HTTP: {m['uvicorn_loop_http']}; {m['wrk']}",
         f"- Background: CPU busy {100 * bg['cpu_busy_before']:.0f} % before the run, "
@@ -546,13 +572,20 @@ def report_md(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"R_ort: onnxruntime in-process (`ModelRuntime.predict`, the service's session options, intra-op threads "
-        f"{s['intra_op_threads'] or m['logical_cpus']}), the same preprocessed digits, back-to-back runs.",
+        f"{r['ort_threads']}), the same preprocessed digits, back-to-back runs.",
         "",
         "| batch | images/s | run ms (median) | run ms (p99) |",
         "| ---: | ---: | ---: | ---: |",
     ]
     for b, o in sorted(r["ort"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"| {b} | {o['images_per_s']:.0f} | {o['run_ms_median']:.3f} | {o['run_ms_p99']:.3f} |")
+    if "ort_other_threads" in r:
+        alt = r["ort_other_threads"]
+        rates = ", ".join(
+            f"batch {b}: {o['images_per_s']:.0f} images/s ({o['run_ms_median']:.3f} ms)"
+            for b, o in alt["rates"].items()
+        )
+        lines += ["", f"For comparison, {alt['intra_op_threads']} intra-op threads: {rates} (not used in the goals)."]
     lines += [
         "",
         "## Goals",

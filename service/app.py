@@ -16,12 +16,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, Response
 
 from service import __version__
+from service.admission import Admission, AdmissionMiddleware
 from service.dataplane import DataPlane
 from service.errors import install_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import v1, v2
-from service.routes.deps import Admission
 from service.schemas import InferenceRequest
 from service.settings import Settings
 
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = Admission(settings.max_concurrent_requests)
     metrics.track_in_flight(app.state.admission.count)
     install_handlers(app)
+    # Innermost of the middlewares: a refusal still gets CORS headers and is counted by the metrics.
+    app.add_middleware(AdmissionMiddleware, admission=app.state.admission)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -211,12 +211,13 @@ class DynamicBatcher:
 
     async def _execute(self, batch: list[_Request]) -> None:
         start = time.perf_counter()
-        if self.observer:
+        loop = asyncio.get_running_loop()
+        run = loop.run_in_executor(self._executor, self._run, [r.x for r in batch])
+        if self.observer:  # bookkeeping while the batch runs, not before it starts
             for r in batch:
                 self.observer.queue_wait(self.name, start - r.enqueued)
-        loop = asyncio.get_running_loop()
         try:
-            outputs, seconds = await loop.run_in_executor(self._executor, self._run, [r.x for r in batch])
+            outputs, seconds = await run
         except Exception as exc:  # a failed run fails its requests, never the batcher
             log.exception("inference failed for model %s (batch of %d requests)", self.name, len(batch))
             for r in batch:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from service.batching import DynamicBatcher
-from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServiceError, Unprocessable
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady, Overloaded, ServiceError, Unprocessable
 from service.geometry import draw_overlay, rectify_image, region_corners
 from service.metrics import Metrics
 from service.preprocess import (
@@ -157,6 +157,19 @@ class DataPlane:
         if not handle.runtime.ready:
             why = f": {handle.runtime.error}" if handle.runtime.error else " yet (loading)"
             raise ModelNotReady(f"model {handle.name!r} is not ready{why}", headers={"Retry-After": "1"})
+        return handle
+
+    def admit(self, name: str | None, version: str | None = None) -> ModelHandle:
+        """``get_ready``, and 503 at once when the model's batch queue is full: the routes call this before
+        they read a body, so a request that would be refused anyway costs no body read and no decode (the
+        batcher checks again when the request is queued)."""
+        handle = self.get_ready(name, version)
+        depth = handle.batcher.depth()
+        if depth >= self.settings.max_queue_size:
+            raise Overloaded(
+                f"model {handle.name} is overloaded: {depth} requests queued; retry later",
+                headers={"Retry-After": "1"},
+            )
         return handle
 
     # ---- v1 operations ------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-class _ShedLog:
+class ShedLog:
     """Requests refused for overload, logged as one line per ``every_s`` seconds rather than one per request
     (a log line per refusal would cost the CPU that shedding is meant to save)."""
 
@@ -105,7 +105,7 @@ class _ShedLog:
 def install_handlers(app: FastAPI) -> None:
     """Map every error to ``{"error": ...}`` with its status code."""
 
-    shed = _ShedLog()
+    shed = ShedLog()
 
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
@@ -125,7 +125,7 @@ def install_handlers(app: FastAPI) -> None:
 
     async def on_disconnect(request: Request, exc: Exception) -> JSONResponse:
         # The client closed the connection while its body was being read: routine, nobody to answer.
-        log.info("%s %s: the client went away before sending its whole body", request.method, request.url.path)
+        log.debug("%s %s: the client went away before sending its whole body", request.method, request.url.path)
         return error_response(CLIENT_CLOSED_REQUEST, "client closed the request")
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -110,6 +110,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # A request refused before routing (service.admission) carries its own label.
+            template = getattr(route, "path", None) or scope.get("stn.route") or "unmatched"
             self.metrics.requests.labels(template, str(status[0])).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - start)

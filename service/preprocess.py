@@ -16,6 +16,7 @@ way round. The decision is taken on the resized image, so it is the same for eve
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,8 +98,12 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
             img = ImageOps.exif_transpose(img) or img
         img = _plain_mode(img)
     except Image.DecompressionBombError as exc:
-        # Pillow's own guard, on the header's declared size, before any pixel is decoded.
-        raise PayloadTooLarge(f"image too large (the limit is {max_pixels} pixels): {exc}") from exc
+        # Pillow's own guard, on the size the header declares, before any pixel is decoded.
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        declared = f"{m.group(1)} pixels" if m else "more pixels than Pillow allows"
+        raise PayloadTooLarge(
+            f"image declares {declared}, over the limit of {max_pixels} (a decompression bomb?)"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise InvalidInput("body is not a decodable image (PNG, JPEG, WebP, BMP, GIF or TIFF)") from exc
     except ServiceError:

@@ -7,7 +7,7 @@ and a body that grows past the limit is refused without being kept in memory.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, Overloaded, PayloadTooLarge, Unauthorized
+from service.errors import InvalidInput, PayloadTooLarge, Unauthorized
 from service.preprocess import check_content_type
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -55,40 +55,6 @@ async def require_token(
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise Unauthorized("missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-
-class Admission:
-    """Counts the inference requests in flight, from admission (before the body is read) to the answer.
-
-    Past ``limit`` a request is refused at once with 503 + ``Retry-After``: the batch queue bounds only the
-    tensors waiting for a run, this bounds everything else a request holds (its body, the decoded image), so
-    memory stays bounded however many clients connect.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-
-    def count(self) -> int:
-        return self.in_flight
-
-
-async def admit(request: Request) -> AsyncIterator[None]:
-    admission: Admission = request.app.state.admission
-    if admission.in_flight >= admission.limit:
-        raise Overloaded(
-            f"server overloaded: {admission.in_flight} requests in flight; retry later",
-            headers={"Retry-After": "1"},
-        )
-    admission.in_flight += 1
-    try:
-        yield
-    finally:
-        admission.in_flight -= 1
-
-
-# Route dependency of the inference routes (after the token check, which the routers run first).
-Admit = Depends(admit)
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

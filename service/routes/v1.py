@@ -14,7 +14,6 @@ from fastapi.responses import Response
 from service.errors import InvalidInput
 from service.preprocess import Invert
 from service.routes.deps import (
-    Admit,
     DataPlaneDep,
     SettingsDep,
     error_responses,
@@ -67,7 +66,7 @@ async def _predict(
     rectified: bool,
     invert: Invert,
 ) -> Prediction:
-    dp.get(name)  # 404 before reading a body for a model that does not exist
+    dp.admit(name)  # 404 / 503 (not ready, queue full) before reading a body
     data = await read_image(request, settings)
     return await dp.predict(name, data, top_k=top_k, invert=invert, rectified=rectified)
 
@@ -77,7 +76,6 @@ async def _predict(
     response_model=Prediction,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(),
-    dependencies=[Admit],
     summary="Classify one image with a named model",
 )
 async def predict_model(
@@ -97,7 +95,6 @@ async def predict_model(
     response_model=Prediction,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(),
-    dependencies=[Admit],
     summary="Classify one image with the default model",
 )
 async def predict_default(
@@ -120,7 +117,7 @@ async def _batch(
     rectified: bool,
     invert: Invert,
 ) -> BatchResponse:
-    handle = dp.get(name)
+    handle = dp.admit(name)
     if not is_multipart(request):
         raise InvalidInput("a batch is multipart/form-data with one file field 'image' per image")
     files = await read_files(request, settings, max_files=settings.max_batch_files)
@@ -135,7 +132,6 @@ async def _batch(
     response_model=BatchResponse,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(multiple=True),
-    dependencies=[Admit],
     summary="Classify several images (multipart) with a model",
 )
 async def predict_batch_model(
@@ -155,7 +151,6 @@ async def predict_batch_model(
     response_model=BatchResponse,
     responses=PREDICT_ERRORS,
     openapi_extra=image_body(multiple=True),
-    dependencies=[Admit],
     summary="Classify several images with the default model",
 )
 async def predict_batch_default(
@@ -187,7 +182,7 @@ async def _rectify(
     overlay: bool,
     invert: Invert,
 ) -> Response:
-    dp.get(name)
+    dp.admit(name)
     wh = parse_size(size, settings.max_rectify_side)
     data = await read_image(request, settings)
     png = await dp.rectify(name, data, size=wh, overlay=overlay, invert=invert)
@@ -199,7 +194,6 @@ async def _rectify(
     response_class=Response,
     responses=RECTIFY_RESPONSES,
     openapi_extra=image_body(),
-    dependencies=[Admit],
     summary="The rectified crop (or the overlay) as PNG, named model",
 )
 async def rectify_model(
@@ -219,7 +213,6 @@ async def rectify_model(
     response_class=Response,
     responses=RECTIFY_RESPONSES,
     openapi_extra=image_body(),
-    dependencies=[Admit],
     summary="The rectified crop (or the overlay) as PNG, default model",
 )
 async def rectify_default(

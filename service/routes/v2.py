@@ -15,7 +15,6 @@ from service import __version__
 from service.errors import InvalidInput, ModelNotReady
 from service.protocol_v2 import HEADER, encode_infer_response, parse_infer_request, wants_binary
 from service.routes.deps import (
-    Admit,
     DataPlaneDep,
     SettingsDep,
     error_responses,
@@ -186,7 +185,7 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def _infer(
     request: Request, dp: DataPlaneDep, settings: SettingsDep, name: str, version: str | None
 ) -> Response:
-    dp.get(name, version)
+    dp.admit(name, version)  # 404 / 503 before reading the body
     body = await read_body(request, settings.max_body_bytes)
     req, arrays = parse_infer_request(body, request.headers.get(HEADER))
     if len(req.inputs) != 1:
@@ -209,7 +208,6 @@ async def _infer(
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra=INFER_BODY,
-    dependencies=[Admit],
     summary="Inference (JSON tensors or binary-data extension)",
 )
 async def infer(request: Request, dp: DataPlaneDep, settings: SettingsDep, name: str) -> Response:
@@ -221,7 +219,6 @@ async def infer(request: Request, dp: DataPlaneDep, settings: SettingsDep, name:
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra=INFER_BODY,
-    dependencies=[Admit],
     summary="Inference (one version)",
 )
 async def infer_version(
