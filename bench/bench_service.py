@@ -189,6 +189,19 @@ def command_line() -> str:
     return " ".join([*env, shlex.join([os.path.relpath(sys.executable, Path.cwd()), *rel])])
 
 
+def code_version() -> dict[str, Any]:
+    """The commit and the service files changed since (read-only git), so a result names what it measured."""
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [ln[3:] for ln in git("status", "--porcelain", "--", "service").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "service_changed": changed}
+
+
 def machine_info() -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -345,6 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": command_line(),
         "started": started.isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "code": code_version(),
         "background": background,
         "model": args.model,
         "model_file": str(rt.entry.path),
@@ -506,12 +520,16 @@ def verdict(ok: bool) -> str:
 def report_md(r: dict[str, Any]) -> str:
     m, g, s = r["machine"], r["goals"], r["settings"]
     bg = r["background"]
+    changed = r["code"]["service_changed"]
+    changed = f", service files changed since: {', '.join(changed)}" if changed else ""
     lines = [
         f"# Service benchmark, {r['started']}",
         "",
         "```sh",
         r["command"],
         "```",
+        "",
+        f"Code: commit `{r['code']['commit']}`" + changed + ".",
         "",
         "## Machine",
         "",

@@ -62,6 +62,10 @@ from _reliability_load import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+from service.settings import Settings  # noqa: E402
+
+DEFAULTS = Settings()
 SOAK_GROWTH_LIMIT = 0.05
 
 # ---- soak -------------------------------------------------------------------------------------------------
@@ -269,7 +273,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"Machine: {m['cores']} cores, Python {m['python']}, onnxruntime {m['onnxruntime']}, load average at start "
         f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}. Server: `{' '.join(r['server_args'])}`, uvicorn "
         f"with {r['http_parser']} "
-        "(the default settings otherwise: 512 requests in flight, 256 queued per model, batches of 32, 500 µs delay). "
+        f"(the default settings otherwise: {DEFAULTS.max_concurrent_requests} requests in flight, "
+        f"{DEFAULTS.max_queue_size} queued per model, batches of {DEFAULTS.max_batch_size}, "
+        f"{DEFAULTS.max_queue_delay_us} µs delay). "
         "Other processes busy at the start: "
         + ("; ".join(f"`{p}`" for p in m["busy_processes_at_start"]) or "none")
         + (
@@ -370,7 +376,7 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             f"Resident memory: baseline peak {mib(rss['baseline_max'])}, first half of the overload "
             f"{mib(rss['overload_first_half_max'])}, whole overload {mib(rss['overload_max'])}, after recovery "
-            f"{mib(rss['recovery_end'])}; the server's in-flight gauge peaked at {o['in_flight_max']:.0f} (limit 512). "
+            f"{mib(rss['recovery_end'])}; the server's in-flight gauge peaked at {o['in_flight_max']:.0f}. "
             f"Recovery: {o['recovery_s']} s from the drop to the first "
             "whole second without a 503 whose p99 is within 2x the baseline's. CPU over the open loop: server "
             f"{o['server_cpu_s']} s, load generator {o['load_generator_cpu_s']} s (same cores).",

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     )
     max_queue_size: int = Field(default=256, ge=1, description="queued requests per model before 503")
     max_concurrent_requests: int = Field(
-        default=512, ge=1, description="inference requests in flight (reading to answer) before 503"
+        default=256, ge=1, description="POST requests in flight (arrival to answer) before 503"
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="deadline of one request (504 past it)")
 
