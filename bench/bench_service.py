@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -194,12 +195,12 @@ def code_version() -> dict[str, Any]:
 
     def git(*a: str) -> str:
         try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    changed = [ln[3:] for ln in git("status", "--porcelain", "--", "service").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "service_changed": changed}
+    changed = [ln[3:] for ln in git("status", "--porcelain", "--", "service").splitlines() if len(ln) > 3]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "service_changed": changed}
 
 
 def machine_info() -> dict[str, Any]:
@@ -454,6 +455,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["background"]["stn_train_processes_after"] = _load.busy_processes("stn-train")
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["goals"] = goals(result, b64, b_batch)
+    shutil.rmtree(scratch, ignore_errors=True)  # kept when a run fails: the server logs are there
     return result
 
 
