@@ -145,9 +145,8 @@ class DynamicBatcher:
             timer.cancel()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiter is not None:
+            _release(self._waiter)
 
     async def _sleep(self, timeout_s: float | None) -> None:
         """Until ``_wake()`` (a new request, or stop) or ``timeout_s`` seconds, whichever comes first."""
