@@ -19,13 +19,18 @@ FORMAT = "stn-checkpoint/1"
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], data: dict[str, Any],
                     metrics: dict[str, Any], card: dict[str, Any] | None = None,
                     train_state: dict[str, Any] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": FORMAT, "config": config, "state_dict": model.state_dict(), "data": data,
             "metrics": metrics, "card": card, "train_state": train_state}
+    write_checkpoint(path, blob)
+
+
+def write_checkpoint(path: str | Path, blob: dict[str, Any]) -> None:
+    """Write a checkpoint dict atomically: a crash mid-write never leaves a half checkpoint."""
+    path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(blob, tmp)
-    tmp.replace(path)  # atomic: a crash mid-write never leaves a half checkpoint
+    tmp.replace(path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from model import data as mnist
 from model import distort
 from model.card import refresh_baseline, write_card
-from model.checkpoint import read_checkpoint, save_checkpoint
+from model.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
 from model.nets import build_model, count_params, full_config
 
 log = logging.getLogger("stn-train")
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         a = cp.parse_args(argv[1:])
         card = refresh_baseline(a.run, a.baseline_run)
         ckpt = read_checkpoint(a.run / "best.ckpt")
-        torch.save({**ckpt, "card": card}, a.run / "best.ckpt")
+        write_checkpoint(a.run / "best.ckpt", {**ckpt, "card": card})
         print(f"{a.run}/card.md: baseline {card['baseline']}")
         return
     opts, args = parse_args(argv)
