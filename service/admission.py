@@ -35,10 +35,10 @@ class Admission:
 
 
 class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, admission: Admission) -> None:
+    def __init__(self, app: ASGIApp, admission: Admission, shed: ShedLog) -> None:
         self.app = app
         self.admission = admission
-        self.log = ShedLog()
+        self.log = shed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":

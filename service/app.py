@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, Response
 from service import __version__
 from service.admission import Admission, AdmissionMiddleware
 from service.dataplane import DataPlane
-from service.errors import install_handlers
+from service.errors import ShedLog, install_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import v1, v2
@@ -57,9 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.admission = Admission(settings.max_concurrent_requests)
     metrics.track_in_flight(app.state.admission.count)
-    install_handlers(app)
+    shed = ShedLog()  # one summary line for refusals at admission and at a full batch queue alike
+    install_handlers(app, shed)
     # Innermost of the middlewares: a refusal still gets CORS headers and is counted by the metrics.
-    app.add_middleware(AdmissionMiddleware, admission=app.state.admission)
+    app.add_middleware(AdmissionMiddleware, admission=app.state.admission, shed=shed)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

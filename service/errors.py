@@ -102,10 +102,8 @@ class ShedLog:
             self.count, self.last = 0, now
 
 
-def install_handlers(app: FastAPI) -> None:
-    """Map every error to ``{"error": ...}`` with its status code."""
-
-    shed = ShedLog()
+def install_handlers(app: FastAPI, shed: ShedLog) -> None:
+    """Map every error to ``{"error": ...}`` with its status code; overload refusals go to ``shed``."""
 
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
