@@ -11,8 +11,10 @@ fixed distorted MNIST test set of the model's dataset):
    batcher formed (``/metrics`` scraped before and after), and the server's CPU time per request (user +
    system time of the server process tree from ``/proc``, divided by the requests answered).
    Then the batch route: multipart bodies of ``--batch-files`` PNGs to ``/v1/predict/batch``, images/s.
-3. R_ort: onnxruntime in this process (``ModelRuntime``, so the same session options and intra-op threads
-   as the service) on the same preprocessed images, at batch 1 and at the batch sizes the service formed.
+3. R_ort: onnxruntime in this process (``ModelRuntime``, the service's session options) on the same
+   preprocessed images, at batch 1 and at the batch sizes the service formed, with the service's intra-op
+   threads and with the other choice (1 or all cores). The goals take the faster of the two at each batch
+   size: the machine's raw inference rate, so that no setting of the service can lower its own ceiling.
 
 The ceiling for any service on these cores, where inference and HTTP share the CPU, is
 ``C = 1 / (1/R_ort + 1/R_empty)`` (R_ort at the mean batch size formed at concurrency 64, R_empty at
@@ -438,15 +440,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for b in sizes:
         o = result["ort"][str(b)]
         log(f"R_ort batch {b:3d}: {o['images_per_s']:8.0f} images/s, run {o['run_ms_median']:.3f} ms median")
-    # For comparison only (the goals use the service's own setting): the other intra-op thread count.
+    # The other intra-op thread count: the goals take the faster of the two at each batch size.
     threads = settings.intra_op_threads or os.cpu_count() or 1
     other = 1 if threads > 1 else (os.cpu_count() or 1)
     if other != threads:
         alt = load_runtime(settings.model_copy(update={"intra_op_threads": other}), args.model)
-        alt_sizes = sorted({1, max(1, round(b64)), max(1, round(b_batch))})
         result["ort_other_threads"] = {
             "intra_op_threads": other,
-            "rates": {str(b): v for b, v in ort_rates(alt, x, alt_sizes, args.ort_seconds / 2).items()},
+            "rates": {str(b): v for b, v in ort_rates(alt, x, sizes, args.ort_seconds).items()},
         }
         for b, o in result["ort_other_threads"]["rates"].items():
             log(f"R_ort batch {int(b):3d}, {other} intra-op threads: {o['images_per_s']:8.0f} images/s")
@@ -459,16 +460,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def best_ort(result: dict[str, Any], batch: float) -> tuple[float, int]:
+    """(images/s, intra-op threads): the faster onnxruntime configuration at ``batch`` (rounded)."""
+    b = str(max(1, round(batch)))
+    best = (result["ort"][b]["images_per_s"], result["ort_threads"])
+    alt = result.get("ort_other_threads")
+    if alt is not None and b in alt["rates"] and alt["rates"][b]["images_per_s"] > best[0]:
+        best = (alt["rates"][b]["images_per_s"], alt["intra_op_threads"])
+    return best
+
+
 def goals(result: dict[str, Any], b64: float, b_batch: float) -> dict[str, Any]:
     svc = {lv["concurrency"]: lv for lv in result["service"]}
     emp = {lv["concurrency"]: lv for lv in result["empty"]}
-    r_ort = result["ort"][str(max(1, round(b64)))]["images_per_s"]
+    r_ort, r_ort_threads = best_ort(result, b64)
     r_empty = emp[64]["rps"]
     c_max = 1.0 / (1.0 / r_ort + 1.0 / r_empty)
     s64 = svc[64]
     g: dict[str, Any] = {
         "B64": b64,
         "R_ort": r_ort,
+        "R_ort_threads": r_ort_threads,
         "R_empty": r_empty,
         "C": c_max,
         "rps_64": s64["rps"],
@@ -480,14 +492,15 @@ def goals(result: dict[str, Any], b64: float, b_batch: float) -> dict[str, Any]:
     g["rps_pass"] = g["rps_vs_C"] >= GOAL_RPS_VS_C
     g["tail_pass"] = g["p99_over_p50_64"] <= GOAL_TAIL
     if 1 in svc:
-        ort1 = result["ort"]["1"]["run_ms_median"]
+        alt = result.get("ort_other_threads", {}).get("rates", {})
+        ort1 = min(o["1"]["run_ms_median"] for o in (result["ort"], alt) if "1" in o)  # the faster
         g["p50_c1_ms"] = svc[1]["latency_ms"]["p50"]
         g["ort_b1_ms"] = ort1
         g["c1_excess_ms"] = g["p50_c1_ms"] - ort1
         g["c1_goal_ms"] = GOAL_C1_MS
         g["c1_pass"] = g["c1_excess_ms"] <= GOAL_C1_MS
     br = result["batch_route"]
-    r_ort_b = result["ort"][str(max(1, round(b_batch)))]["images_per_s"]
+    r_ort_b, g["R_ort_batch_threads"] = best_ort(result, b_batch)
     g["batch_images_per_s"] = br["images_per_s"]
     g["batch_mean_batch"] = b_batch
     g["R_ort_batch"] = r_ort_b
@@ -592,7 +605,8 @@ def report_md(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"R_ort: onnxruntime in-process (`ModelRuntime.predict`, the service's session options, intra-op threads "
-        f"{r['ort_threads']}), the same preprocessed digits, back-to-back runs.",
+        f"{r['ort_threads']}), the same preprocessed digits, back-to-back runs. The goals take the faster of "
+        "this and the other thread count below at each batch size.",
         "",
         "| batch | images/s | run ms (median) | run ms (p99) |",
         "| ---: | ---: | ---: | ---: |",
@@ -605,14 +619,14 @@ def report_md(r: dict[str, Any]) -> str:
             f"batch {b}: {o['images_per_s']:.0f} images/s ({o['run_ms_median']:.3f} ms)"
             for b, o in alt["rates"].items()
         )
-        lines += ["", f"For comparison, {alt['intra_op_threads']} intra-op threads: {rates} (not used in the goals)."]
+        lines += ["", f"{alt['intra_op_threads']} intra-op threads: {rates}."]
     lines += [
         "",
         "## Goals",
         "",
         f"C = 1 / (1/R_ort + 1/R_empty) = 1 / (1/{g['R_ort']:.0f} + 1/{g['R_empty']:.0f}) = **{g['C']:.0f} req/s** "
-        f"(R_ort at batch {max(1, round(g['B64']))}, the mean batch {g['B64']:.1f} formed at concurrency 64; "
-        "R_empty at concurrency 64).",
+        f"(R_ort at batch {max(1, round(g['B64']))}, the mean batch {g['B64']:.1f} formed at concurrency 64, "
+        f"{g['R_ort_threads']} intra-op threads; R_empty at concurrency 64).",
         "",
         "| goal | measured | target | |",
         "| --- | ---: | ---: | --- |",

@@ -7,6 +7,10 @@ pre-encoded answer: under overload the cheapest possible answer is what keeps th
 
 Only POST requests count (inference; ``/v2/repository/index``): health, readiness, metrics and metadata are
 always answered, so probes and scrapers see an overloaded server as live.
+
+The same middleware refuses an HTTP/1.1 request without a ``Host`` header with 400, as RFC 9112 (3.2)
+requires of a server: uvicorn's httptools parser (the fast one, used when installed) lets it through,
+h11 refused it itself.
 """
 
 from __future__ import annotations
@@ -17,8 +21,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ShedLog
 
-# The route label ``service.metrics`` gives a refused request (it never reaches the router).
+# The route labels ``service.metrics`` gives a refused request (it never reaches the router).
 SHED_ROUTE = "admission"
+BAD_REQUEST_ROUTE = "bad_request"
+
+
+async def _answer(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Admission:
@@ -41,7 +53,14 @@ class AdmissionMiddleware:
         self.log = shed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["http_version"] == "1.1" and not any(k == b"host" for k, _ in scope["headers"]):
+            scope["stn.route"] = BAD_REQUEST_ROUTE
+            await _answer(send, 400, "HTTP/1.1 request without a Host header")
+            return
+        if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         adm = self.admission
@@ -49,14 +68,7 @@ class AdmissionMiddleware:
             message = f"server overloaded: {adm.in_flight} requests in flight; retry later"
             self.log.refused(message)
             scope["stn.route"] = SHED_ROUTE
-            body = json.dumps({"error": message}).encode()
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-            ]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await _answer(send, 503, message, [(b"retry-after", b"1")])
             return
         adm.in_flight += 1
         try:

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, Response
 
 from service import __version__
 from service.admission import Admission, AdmissionMiddleware
+from service.auth import SCHEME_NAME, SECURITY_SCHEME, TokenMiddleware, is_open
 from service.dataplane import DataPlane
 from service.errors import ShedLog, install_handlers
 from service.logs import configure_logging
@@ -51,7 +52,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await dataplane.stop()
 
-    app = FastAPI(title="stn-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    otel = settings.opentelemetry  # off: FastAPI looks up the global providers on every request otherwise
+    app = FastAPI(
+        title="stn-serve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel},
+    )
     app.state.settings = settings
     app.state.dataplane = dataplane
     app.state.metrics = metrics
@@ -61,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app, shed)
     # Innermost of the middlewares: a refusal still gets CORS headers and is counted by the metrics.
     app.add_middleware(AdmissionMiddleware, admission=app.state.admission, shed=shed)
+    if settings.token is not None:  # outside admission: a request without the token holds no slot
+        app.add_middleware(TokenMiddleware, token=settings.token)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -71,6 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
+    # The inference routes first, on the app's own router (see service.routes.deps.InferenceRoutes).
+    v1.inference.add_to(app.router)
+    v2.inference.add_to(app.router)
     app.include_router(v1.router)
     app.include_router(v2.health)
     app.include_router(v2.models)
@@ -110,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             components.update(req.pop("$defs", {}))
             components["InferenceRequest"] = req
             _validation_errors_are_400(schema)
+            _mark_security(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -130,6 +144,16 @@ def _validation_errors_are_400(schema: dict[str, Any]) -> None:
     components = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+
+
+def _mark_security(schema: dict[str, Any]) -> None:
+    """Every operation ``service.auth`` guards carries the bearer scheme (whether or not this server sets a
+    token: the schema is the same for every deployment)."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME_NAME] = SECURITY_SCHEME
+    for path, item in schema.get("paths", {}).items():
+        if not is_open(path):
+            for op in item.values():
+                op["security"] = [{SCHEME_NAME: []}]
 
 
 def create_app_from_env() -> FastAPI:

@@ -21,7 +21,7 @@ import numpy as np
 
 from service.batching import DynamicBatcher
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady, Overloaded, ServiceError, Unprocessable
-from service.geometry import draw_overlay, rectify_image, region_corners
+from service.geometry import draw_overlay, rectify_image, region_corners, region_points
 from service.metrics import Metrics
 from service.preprocess import (
     Decoded,
@@ -35,7 +35,6 @@ from service.preprocess import (
 )
 from service.repository import ModelSpec, choose_default, scan_repository
 from service.runtime import ModelRuntime, cuda_available
-from service.schemas import BatchItem, Prediction, TopK
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +55,13 @@ class ModelHandle:
     @property
     def name(self) -> str:
         return self.runtime.name
+
+
+def _item(
+    index: int, filename: str | None, status: int, prediction: dict[str, Any] | None, error: str | None
+) -> dict[str, Any]:
+    """A ``BatchItem`` as JSON-ready values."""
+    return {"index": index, "filename": filename, "status": status, "prediction": prediction, "error": error}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -191,33 +197,39 @@ class DataPlane:
 
     def _prediction(
         self, spec: ModelSpec, out: dict[str, np.ndarray], prep: Prepared, top_k: int, want_rectified: bool
-    ) -> Prediction:
+    ) -> dict[str, Any]:
+        """The ``Prediction`` answer as plain JSON-ready values, in the schema's field order (the routes
+        encode it directly: building and re-validating a pydantic model per answer costs more than the
+        model's own inference; tests check it against ``Prediction``)."""
         probs = softmax(out["logits"].astype(np.float64))
         k = max(1, min(top_k, probs.shape[0]))
-        order = np.argsort(-probs, kind="stable")[:k]
+        order = np.argsort(-probs, kind="stable")[:k].tolist()
+        p = probs.tolist()
         labels = spec.labels
         params = out.get(spec.param_output) if spec.param_output else None
+        param_list = params.astype(np.float64).tolist() if params is not None else None
         region = None
-        if params is not None and spec.param_output in GEOMETRIC:
-            region = region_corners(params, *prep.size).tolist()
+        if param_list is not None and spec.param_output in GEOMETRIC:
+            region = region_points(param_list, *prep.size)
         rect = None
         if want_rectified:
             pix = rectified_to_pixels(out["rectified"][0], spec, prep.inverted)
             rect = base64.b64encode(png_bytes(pix)).decode("ascii")
-        param_lists = {spec.param_output: params.tolist()} if params is not None and spec.param_output else {}
-        return Prediction(
-            model=spec.name,
-            version=spec.version,
-            label=labels[int(order[0])],
-            probability=float(probs[order[0]]),
-            top_k=[TopK(label=labels[int(i)], probability=float(probs[i])) for i in order],
-            transform=spec.transform,
-            region=region,
-            image_size=list(prep.size),
-            inverted=prep.inverted,
-            rectified=rect,
-            **param_lists,
-        )
+        return {
+            "model": spec.name,
+            "version": spec.version,
+            "label": labels[order[0]],
+            "probability": p[order[0]],
+            "top_k": [{"label": labels[i], "probability": p[i]} for i in order],
+            "transform": spec.transform,
+            "theta": param_list if spec.param_output == "theta" else None,
+            "homography": param_list if spec.param_output == "homography" else None,
+            "control_points": param_list if spec.param_output == "control_points" else None,
+            "region": region,
+            "image_size": list(prep.size),
+            "inverted": prep.inverted,
+            "rectified": rect,
+        }
 
     async def predict(
         self,
@@ -227,7 +239,7 @@ class DataPlane:
         top_k: int = 5,
         invert: Invert = "auto",
         rectified: bool = False,
-    ) -> Prediction:
+    ) -> dict[str, Any]:
         handle = self.get_ready(name)
         spec = handle.runtime.spec
         _, prep = await self._cpu(
@@ -244,8 +256,9 @@ class DataPlane:
         top_k: int = 5,
         invert: Invert = "auto",
         rectified: bool = False,
-    ) -> list[BatchItem]:
-        """One item per file, in order; a file that fails gets its own error, the others still run.
+    ) -> list[dict[str, Any]]:
+        """One ``BatchItem`` (as JSON-ready values) per file, in order; a file that fails gets its own error,
+        the others still run.
 
         The good files go to the batcher as one request (one queue slot, one run)."""
         handle = self.get_ready(name)
@@ -261,20 +274,20 @@ class DataPlane:
             results = await asyncio.gather(*(asyncio.to_thread(prepare_one, d) for _, d in files))
         else:
             results = [prepare_one(d) for _, d in files]
-        items: list[BatchItem] = []
+        items: list[dict[str, Any]] = []
         preps: list[tuple[int, Prepared]] = []
         for i, ((filename, _), res) in enumerate(zip(files, results, strict=True)):
             if isinstance(res, ServiceError):
-                items.append(BatchItem(index=i, filename=filename, status=res.status_code, error=res.message))
+                items.append(_item(i, filename, res.status_code, None, res.message))
             else:
                 preps.append((i, res))
-                items.append(BatchItem(index=i, filename=filename, status=200))
+                items.append(_item(i, filename, 200, None, None))
         if preps:
             x = np.stack([p.x for _, p in preps])  # (n, 1, H, W)
             out = await handle.batcher.infer(x, self.settings.request_timeout_s)
             for row, (i, prep) in enumerate(preps):
                 one = {k: v[row] for k, v in out.items()}
-                items[i].prediction = self._prediction(spec, one, prep, top_k, rectified)
+                items[i]["prediction"] = self._prediction(spec, one, prep, top_k, rectified)
         return items
 
     async def rectify(

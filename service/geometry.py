@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 OUT_CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])  # (4, 2) TL, TR, BR, BL
+_CORNER_LIST = OUT_CORNERS.tolist()
 _MAX_POINTS_PER_CHUNK = 1 << 20
 
 
@@ -51,10 +52,27 @@ def map_points(params: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return uvq[:, :2] / _safe_q(uvq[:, 2:3])
 
 
-def region_corners(params: np.ndarray, width: int, height: int) -> np.ndarray:
+def region_points(params: np.ndarray | list[list[float]], width: int, height: int) -> list[list[float]]:
+    """Corners [x_px, y_px] of the sampled quadrilateral in the upload's pixel-edge coordinates, as lists.
+
+    Plain Python on purpose: four points are cheaper in floats than in numpy (this runs per answer)."""
+    rows = params.tolist() if isinstance(params, np.ndarray) else params
+    if len(rows) == 2:
+        rows = [*rows, [0.0, 0.0, 1.0]]
+    if len(rows) != 3 or any(len(r) != 3 for r in rows):
+        raise ValueError(f"params must be theta (2, 3) or homography (3, 3), got {np.shape(params)}")
+    (a, b, c), (d, e, f), (g, h, i) = rows
+    out = []
+    for x, y in _CORNER_LIST:
+        q = g * x + h * y + i
+        q = max(q, 1e-6) if q >= 0 else min(q, -1e-6)  # the guard of ``_safe_q``
+        out.append([((a * x + b * y + c) / q + 1.0) * width / 2.0, ((d * x + e * y + f) / q + 1.0) * height / 2.0])
+    return out
+
+
+def region_corners(params: np.ndarray | list[list[float]], width: int, height: int) -> np.ndarray:
     """Corners ``(4, 2)`` [x_px, y_px] of the sampled quadrilateral in the upload's pixel-edge coordinates."""
-    src = map_points(params, OUT_CORNERS)  # (4, 2) normalised
-    return np.stack([(src[:, 0] + 1.0) * width / 2.0, (src[:, 1] + 1.0) * height / 2.0], axis=1)
+    return np.array(region_points(params, width, height), dtype=np.float64)
 
 
 def sample_bilinear(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, fill: float = 0.0) -> np.ndarray:

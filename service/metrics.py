@@ -68,13 +68,27 @@ class Metrics:
             "stn_requests_in_flight", "inference requests admitted and not yet answered", registry=r
         )
 
+        # Labelled children by label values: ``labels()`` costs a lock and a tuple per call, per request.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        self._child(self.requests, route, str(status)).inc()
+        self._child(self.latency, route).observe(seconds)
+
     # BatchObserver
     def queue_wait(self, model: str, seconds: float) -> None:
-        self.queue_wait_s.labels(model).observe(seconds)
+        self._child(self.queue_wait_s, model).observe(seconds)
 
     def batch(self, model: str, size: int, seconds: float) -> None:
-        self.batch_size.labels(model).observe(size)
-        self.inference_s.labels(model).observe(seconds)
+        self._child(self.batch_size, model).observe(size)
+        self._child(self.inference_s, model).observe(seconds)
 
     def track_queue(self, model: str, depth: Callable[[], int]) -> None:
         """``stn_queue_depth{model}`` reads the queue's length at scrape time."""
@@ -112,5 +126,4 @@ class MetricsMiddleware:
             route: Any = scope.get("route")
             # A request refused before routing (service.admission) carries its own label.
             template = getattr(route, "path", None) or scope.get("stn.route") or "unmatched"
-            self.metrics.requests.labels(template, str(status[0])).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - start)
+            self.metrics.request(template, status[0], time.perf_counter() - start)

@@ -164,10 +164,11 @@ def decide_invert(arr: np.ndarray, polarity: str, invert: Invert) -> bool:
         return False
     h, w = arr.shape
     b = max(1, round(min(h, w) / 20))
-    border_sum = float(arr.sum(dtype=np.float64) - arr[b : h - b, b : w - b].sum(dtype=np.float64))
+    whole_sum = int(arr.sum(dtype=np.int64))  # integer sums: exact, and two reductions rather than three
+    border_sum = whole_sum - int(arr[b : h - b, b : w - b].sum(dtype=np.int64))
     border_n = h * w - max(0, h - 2 * b) * max(0, w - 2 * b)
     border_mean = border_sum / max(1, border_n)
-    whole_mean = float(arr.mean(dtype=np.float64))
+    whole_mean = whole_sum / (h * w)
     if polarity == "black_on_white":
         return border_mean < whole_mean
     return border_mean > whole_mean

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS: comma-separated or a JSON list"
     )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry (traces, metrics, logs to the global providers)",
+    )
     graceful_timeout_s: float = Field(
         default=30.0, gt=0, description="how long SIGTERM waits for in-flight requests"
     )

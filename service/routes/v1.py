@@ -1,43 +1,48 @@
 """v1: the image API. Predict (one image or a batch of files), rectify, and the model list.
 
 Each route has a per-model form (``/v1/models/{name}/...``) and a default-model twin (``/v1/...``).
+
+The inference routes are lean on purpose: they take the ``Request`` alone, read their query through
+``service.routes.params`` and answer pre-encoded JSON (``response_model`` documents it; FastAPI does not
+re-validate a returned ``Response``). FastAPI's per-request dependency resolution and response validation
+cost more CPU than the model's own inference on this service's small images.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+import orjson
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.dataplane import DataPlane
 from service.errors import InvalidInput
-from service.preprocess import Invert
 from service.routes.deps import (
     DataPlaneDep,
-    SettingsDep,
+    InferenceRoutes,
     error_responses,
     image_body,
     is_multipart,
     read_files,
     read_image,
-    require_token,
+)
+from service.routes.params import (
+    INVERT,
+    OVERLAY,
+    PREDICT_PARAMS,
+    RECTIFIED,
+    RECTIFY_PARAMS,
+    SIZE,
+    TOP_K,
+    query_of,
 )
 from service.schemas import BatchResponse, ModelInfo, ModelList, Prediction
+from service.settings import Settings
 
-router = APIRouter(tags=["v1"], dependencies=[Depends(require_token)])
-
-TopKQ = Annotated[int, Query(ge=1, le=1000, description="how many classes in top_k")]
-RectifiedQ = Annotated[bool, Query(description="include the rectified input as a base64 PNG")]
-InvertQ = Annotated[Invert, Query(description="polarity: auto (border vs whole), true, false")]
-SizeQ = Annotated[
-    str | None,
-    Query(
-        description="WxH (or N for NxN): sample the crop at this size from the original upload",
-        examples=["256x256"],
-    ),
-]
-OverlayQ = Annotated[bool, Query(description="return the upload with the sampled quadrilateral drawn")]
+router = APIRouter(tags=["v1"])  # the model list
+inference = InferenceRoutes(tags=["v1"])  # predict, batch, rectify
 
 PREDICT_ERRORS = error_responses(400, 401, 404, 413, 415, 503, 504)
 _SIZE = re.compile(r"^\s*(\d{1,6})(?:\s*[xX]\s*(\d{1,6}))?\s*$", re.ASCII)  # ASCII: no other digits
@@ -57,66 +62,47 @@ def parse_size(text: str | None, max_side: int) -> tuple[int, int] | None:
     return w, h
 
 
-async def _predict(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    name: str | None,
-    top_k: int,
-    rectified: bool,
-    invert: Invert,
-) -> Prediction:
+def json_response(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+def _state(request: Request) -> tuple[DataPlane, Settings]:
+    state = request.app.state
+    return state.dataplane, state.settings
+
+
+def _predict_doc(summary: str, multiple: bool = False) -> dict[str, Any]:
+    return {
+        "response_model": BatchResponse if multiple else Prediction,
+        "responses": PREDICT_ERRORS,
+        "openapi_extra": image_body(multiple, PREDICT_PARAMS),
+        "summary": summary,
+    }
+
+
+async def _predict(request: Request, name: str | None) -> Response:
+    query = query_of(request)
+    top_k, rectified, invert = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query)
+    dp, settings = _state(request)
     dp.admit(name)  # 404 / 503 (not ready, queue full) before reading a body
     data = await read_image(request, settings)
-    return await dp.predict(name, data, top_k=top_k, invert=invert, rectified=rectified)
+    return json_response(await dp.predict(name, data, top_k=top_k, invert=invert, rectified=rectified))
 
 
-@router.post(
-    "/v1/models/{name}/predict",
-    response_model=Prediction,
-    responses=PREDICT_ERRORS,
-    openapi_extra=image_body(),
-    summary="Classify one image with a named model",
-)
-async def predict_model(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    name: str,
-    top_k: TopKQ = 5,
-    rectified: RectifiedQ = False,
-    invert: InvertQ = "auto",
-) -> Prediction:
-    return await _predict(request, dp, settings, name, top_k, rectified, invert)
+@inference.post("/v1/models/{name}/predict", **_predict_doc("Classify one image with a named model"))
+async def predict_model(request: Request, name: str) -> Response:
+    return await _predict(request, name)
 
 
-@router.post(
-    "/v1/predict",
-    response_model=Prediction,
-    responses=PREDICT_ERRORS,
-    openapi_extra=image_body(),
-    summary="Classify one image with the default model",
-)
-async def predict_default(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    top_k: TopKQ = 5,
-    rectified: RectifiedQ = False,
-    invert: InvertQ = "auto",
-) -> Prediction:
-    return await _predict(request, dp, settings, None, top_k, rectified, invert)
+@inference.post("/v1/predict", **_predict_doc("Classify one image with the default model"))
+async def predict_default(request: Request) -> Response:
+    return await _predict(request, None)
 
 
-async def _batch(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    name: str | None,
-    top_k: int,
-    rectified: bool,
-    invert: Invert,
-) -> BatchResponse:
+async def _batch(request: Request, name: str | None) -> Response:
+    query = query_of(request)
+    top_k, rectified, invert = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query)
+    dp, settings = _state(request)
     handle = dp.admit(name)
     if not is_multipart(request):
         raise InvalidInput("a batch is multipart/form-data with one file field 'image' per image")
@@ -124,44 +110,19 @@ async def _batch(
     if not files:
         raise InvalidInput("multipart body has no file field 'image'")
     items = await dp.predict_batch(name, files, top_k=top_k, invert=invert, rectified=rectified)
-    return BatchResponse(model=handle.name, results=items)
+    return json_response({"model": handle.name, "results": items})
 
 
-@router.post(
-    "/v1/models/{name}/predict/batch",
-    response_model=BatchResponse,
-    responses=PREDICT_ERRORS,
-    openapi_extra=image_body(multiple=True),
-    summary="Classify several images (multipart) with a model",
+@inference.post(
+    "/v1/models/{name}/predict/batch", **_predict_doc("Classify several images (multipart) with a model", True)
 )
-async def predict_batch_model(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    name: str,
-    top_k: TopKQ = 5,
-    rectified: RectifiedQ = False,
-    invert: InvertQ = "auto",
-) -> BatchResponse:
-    return await _batch(request, dp, settings, name, top_k, rectified, invert)
+async def predict_batch_model(request: Request, name: str) -> Response:
+    return await _batch(request, name)
 
 
-@router.post(
-    "/v1/predict/batch",
-    response_model=BatchResponse,
-    responses=PREDICT_ERRORS,
-    openapi_extra=image_body(multiple=True),
-    summary="Classify several images with the default model",
-)
-async def predict_batch_default(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    top_k: TopKQ = 5,
-    rectified: RectifiedQ = False,
-    invert: InvertQ = "auto",
-) -> BatchResponse:
-    return await _batch(request, dp, settings, None, top_k, rectified, invert)
+@inference.post("/v1/predict/batch", **_predict_doc("Classify several images with the default model", True))
+async def predict_batch_default(request: Request) -> Response:
+    return await _batch(request, None)
 
 
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -173,15 +134,19 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
 RECTIFY_RESPONSES = {**PNG_RESPONSE, **error_responses(400, 401, 404, 413, 415, 422, 503, 504)}
 
 
-async def _rectify(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    name: str | None,
-    size: str | None,
-    overlay: bool,
-    invert: Invert,
-) -> Response:
+def _rectify_doc(summary: str) -> dict[str, Any]:
+    return {
+        "response_class": Response,
+        "responses": RECTIFY_RESPONSES,
+        "openapi_extra": image_body(False, RECTIFY_PARAMS),
+        "summary": summary,
+    }
+
+
+async def _rectify(request: Request, name: str | None) -> Response:
+    query = query_of(request)
+    size, overlay, invert = SIZE.get(query), OVERLAY.get(query), INVERT.get(query)
+    dp, settings = _state(request)
     dp.admit(name)
     wh = parse_size(size, settings.max_rectify_side)
     data = await read_image(request, settings)
@@ -189,41 +154,14 @@ async def _rectify(
     return Response(png, media_type="image/png")
 
 
-@router.post(
-    "/v1/models/{name}/rectify",
-    response_class=Response,
-    responses=RECTIFY_RESPONSES,
-    openapi_extra=image_body(),
-    summary="The rectified crop (or the overlay) as PNG, named model",
-)
-async def rectify_model(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    name: str,
-    size: SizeQ = None,
-    overlay: OverlayQ = False,
-    invert: InvertQ = "auto",
-) -> Response:
-    return await _rectify(request, dp, settings, name, size, overlay, invert)
+@inference.post("/v1/models/{name}/rectify", **_rectify_doc("The rectified crop (or the overlay) as PNG, named model"))
+async def rectify_model(request: Request, name: str) -> Response:
+    return await _rectify(request, name)
 
 
-@router.post(
-    "/v1/rectify",
-    response_class=Response,
-    responses=RECTIFY_RESPONSES,
-    openapi_extra=image_body(),
-    summary="The rectified crop (or the overlay) as PNG, default model",
-)
-async def rectify_default(
-    request: Request,
-    dp: DataPlaneDep,
-    settings: SettingsDep,
-    size: SizeQ = None,
-    overlay: OverlayQ = False,
-    invert: InvertQ = "auto",
-) -> Response:
-    return await _rectify(request, dp, settings, None, size, overlay, invert)
+@inference.post("/v1/rectify", **_rectify_doc("The rectified crop (or the overlay) as PNG, default model"))
+async def rectify_default(request: Request) -> Response:
+    return await _rectify(request, None)
 
 
 @router.get(

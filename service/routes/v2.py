@@ -1,25 +1,27 @@
 """v2: the Open Inference Protocol (KServe / Triton REST), enough for a stock ``tritonclient.http`` client.
 
 Health and server metadata are open; model metadata, readiness, config and inference need the bearer
-token when one is set. Inference takes JSON tensors and the binary-data extension both ways.
+token when one is set (``service.auth``). Inference takes JSON tensors and the binary-data extension both
+ways; like v1's inference routes it takes the ``Request`` alone (no per-request dependency resolution).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service import __version__
+from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady
 from service.protocol_v2 import HEADER, encode_infer_response, parse_infer_request, wants_binary
 from service.routes.deps import (
     DataPlaneDep,
+    InferenceRoutes,
     SettingsDep,
     error_responses,
     read_body,
-    require_token,
 )
 from service.schemas import (
     InferenceResponse,
@@ -32,7 +34,8 @@ from service.schemas import (
 )
 
 health = APIRouter(tags=["v2 health"])
-models = APIRouter(tags=["v2"], dependencies=[Depends(require_token)])
+models = APIRouter(tags=["v2"])
+inference = InferenceRoutes(tags=["v2"])  # added to the app router directly (service.routes.deps)
 
 PLATFORM = "onnxruntime_onnx"
 
@@ -182,11 +185,11 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _infer(
-    request: Request, dp: DataPlaneDep, settings: SettingsDep, name: str, version: str | None
-) -> Response:
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    state = request.app.state
+    dp: DataPlane = state.dataplane
     dp.admit(name, version)  # 404 / 503 before reading the body
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, state.settings.max_body_bytes)
     req, arrays = parse_infer_request(body, request.headers.get(HEADER))
     if len(req.inputs) != 1:
         raise InvalidInput(f"model {name!r} takes one input, got {len(req.inputs)}")
@@ -203,25 +206,23 @@ async def _infer(
     return Response(content, media_type=media, headers=headers)
 
 
-@models.post(
+@inference.post(
     "/v2/models/{name}/infer",
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra=INFER_BODY,
     summary="Inference (JSON tensors or binary-data extension)",
 )
-async def infer(request: Request, dp: DataPlaneDep, settings: SettingsDep, name: str) -> Response:
-    return await _infer(request, dp, settings, name, None)
+async def infer(request: Request, name: str) -> Response:
+    return await _infer(request, name, None)
 
 
-@models.post(
+@inference.post(
     "/v2/models/{name}/versions/{version}/infer",
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra=INFER_BODY,
     summary="Inference (one version)",
 )
-async def infer_version(
-    request: Request, dp: DataPlaneDep, settings: SettingsDep, name: str, version: str
-) -> Response:
-    return await _infer(request, dp, settings, name, version)
+async def infer_version(request: Request, name: str, version: str) -> Response:
+    return await _infer(request, name, version)

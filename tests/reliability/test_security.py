@@ -129,22 +129,22 @@ def test_open_routes_need_no_token(secured: TestClient) -> None:
 
 def test_token_is_compared_in_constant_time(secured: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison is ``hmac.compare_digest`` on bytes (no early exit on the first differing byte)."""
-    import service.routes.deps as deps
+    import service.auth as auth
 
     calls: list[tuple[bytes, bytes]] = []
-    real = deps.hmac.compare_digest
+    real = auth.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(deps.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     assert secured.get("/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert secured.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert secured.get("/v1/models").status_code == 401
     assert calls == [(b"nope", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode()), (b"", TOKEN.encode())]
     # And nothing else in the service compares the token with ==.
-    tree = ast.parse((SERVICE_DIR / "routes" / "deps.py").read_text())
+    tree = ast.parse((SERVICE_DIR / "auth.py").read_text())
     compares = [n for n in ast.walk(tree) if isinstance(n, ast.Compare) and "token" in ast.unparse(n)]
     assert all("is None" in ast.unparse(n) for n in compares), [ast.unparse(n) for n in compares]
 
