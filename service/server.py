@@ -63,5 +63,5 @@ def serve(settings: Settings) -> int:
         os.environ.update(settings_to_env(settings))
         uvicorn.run("service.app:create_app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)  # exits with status 3 itself if start-up fails
+        uvicorn.run(create_app(settings, freeze_gc=True), **common)  # exits with status 3 itself if start-up fails
     return 0

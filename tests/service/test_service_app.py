@@ -252,3 +252,26 @@ def test_cli_refuses_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0 and "STN_MAX_QUEUE_DELAY_US" in capsys.readouterr().out
+
+
+def test_the_server_freezes_its_start_up_heap_once_loaded(toy_repo: Path) -> None:
+    """``freeze_gc`` (what stn-serve passes) moves the start-up objects out of the collector's reach once the
+    models are loaded, so a full collection no longer stalls the inference thread; a plain app leaves the
+    collector alone."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(make_settings(toy_repo, default_model="toy_affine"))) as c:
+        wait_ready(c)
+        assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(create_app(make_settings(toy_repo, default_model="toy_affine"), freeze_gc=True)) as c:
+            wait_ready(c)
+            for _ in range(100):  # the freeze follows readiness on the event loop
+                if gc.get_freeze_count() > 0:
+                    break
+                c.get("/v2/health/live")
+            assert gc.get_freeze_count() > 10_000
+            assert c.post("/v1/predict", content=png(pattern()), headers=PNG).status_code == 200
+    finally:
+        gc.unfreeze()
