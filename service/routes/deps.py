@@ -103,7 +103,7 @@ async def _drain(request: Request, budget: int) -> None:
         return
 
 
-async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+async def _check_declared(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -114,17 +114,34 @@ async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
             if n <= DRAIN_BYTES:
                 await _drain(request, n)
             raise PayloadTooLarge(f"body is {n} bytes, over the limit of {limit}")
+
+
+async def _over_limit(request: Request, limit: int) -> PayloadTooLarge:
+    await _drain(request, DRAIN_BYTES)
+    return PayloadTooLarge(f"body is over the limit of {limit} bytes")
+
+
+async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    await _check_declared(request, limit)
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            await _drain(request, DRAIN_BYTES)
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+            raise await _over_limit(request, limit)
         yield chunk
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    return b"".join([chunk async for chunk in _limited(request, limit)])
+    """The whole body, at most ``limit`` bytes (``_limited`` inlined: one async generator fewer per request)."""
+    await _check_declared(request, limit)
+    chunks = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise await _over_limit(request, limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def is_multipart(request: Request) -> bool:
