@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute, APIRouter
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import Receive, Scope, Send
 
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, PayloadTooLarge
@@ -54,6 +55,19 @@ class LeanRoute(APIRoute):
     model). FastAPI still reads the endpoint's signature, ``response_model`` and ``openapi_extra`` for the
     OpenAPI schema, so the documentation is unchanged; what the route reads, it parses itself
     (``service.routes.params``, ``read_image``)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        handler = self.get_route_handler()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            # What FastAPI's request_response does, less the two AsyncExitStacks for dependencies with yield
+            # (these routes have no dependencies) and the per-request exception wrapper: an exception goes
+            # to the app's ExceptionMiddleware, which holds the same handlers (service.errors).
+            response = await handler(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
