@@ -25,6 +25,7 @@ from service.errors import ShedLog, install_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import v1, v2
+from service.routes.deps import add_first
 from service.schemas import InferenceRequest
 from service.settings import Settings
 
@@ -108,8 +109,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     # The inference routes first, on the app's own router (see service.routes.deps.InferenceRoutes).
-    v1.inference.add_to(app.router)
-    v2.inference.add_to(app.router)
+    add_first(app.router, v1.inference, v2.inference)
     app.include_router(v1.router)
     app.include_router(v2.health)
     app.include_router(v2.models)

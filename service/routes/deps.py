@@ -103,6 +103,17 @@ class InferenceRoutes:
             )
 
 
+def add_first(router: APIRouter, *tables: InferenceRoutes) -> None:
+    """Add the tables' routes to ``router`` ahead of the routes it has: a request is matched against the
+    routes in order, and FastAPI puts its documentation routes first."""
+    n = len(router.routes)
+    for table in tables:
+        table.add_to(router)
+    added = router.routes[n:]
+    del router.routes[n:]
+    router.routes[:0] = added
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
