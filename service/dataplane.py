@@ -103,6 +103,7 @@ class DataPlane:
                 max_queue_delay_us=s.max_queue_delay_us,
                 max_queue_size=s.max_queue_size,
                 observer=self.metrics,
+                thread_nice=s.inference_nice,
             )
             batcher.start()
             self.metrics.track_queue(name, batcher.depth)
@@ -113,11 +114,10 @@ class DataPlane:
         self._load_task = asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
 
     async def _load_all(self) -> None:
-        loop = asyncio.get_running_loop()
         for handle in self.models.values():
             rt = handle.runtime
             try:
-                await loop.run_in_executor(None, rt.load)
+                await handle.batcher.load()  # on the inference thread (its niceness, see DynamicBatcher)
                 if self.settings.warmup:
                     h, w = rt.spec.input_size
                     for n in sorted({1, self.settings.max_batch_size}):

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     )
     cuda_device_id: int = Field(default=0, ge=0, description="GPU index for the CUDA provider")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = all cores")
+    inference_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="niceness of the inference threads (Linux), so they never preempt the HTTP event loop; 0: none",
+    )
     warmup: bool = Field(
         default=True, description="run each model at batch 1 and max_batch_size before ready"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -186,3 +187,24 @@ def test_stop_drains_queued_requests_then_refuses() -> None:
 def test_bad_batcher_settings(kw: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be"):
         DynamicBatcher(FakeRuntime(), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread niceness is a POSIX call")
+def test_the_inference_thread_is_reniced() -> None:
+    """``thread_nice`` lowers the priority of the batcher's own thread, where the model also loads."""
+    seen: list[int] = []
+
+    class Probe:
+        name = "probe"
+
+        def load(self) -> None:
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    async def go() -> None:
+        b = DynamicBatcher(Probe(), thread_nice=3)  # type: ignore[arg-type]
+        await b.load()
+        await b.stop()
+
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    asyncio.run(go())
+    assert seen == [min(here + 3, 19)]

@@ -293,3 +293,20 @@ def test_several_workers_with_a_token(toy_repo: Path, tmp_path: Path) -> None:
             assert (
                 httpx.post(s.url + "/v1/predict", content=body, headers=auth, timeout=30).status_code == 200
             )
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread niceness from Linux's /proc")
+def test_inference_threads_run_at_lower_priority(toy_repo: Path, tmp_path: Path) -> None:
+    """The batcher's thread and onnxruntime's intra-op threads (created with the session, on that thread)
+    run at STN_INFERENCE_NICE above the event loop's niceness; the event loop keeps the server's."""
+    args = ("--model-repository", str(toy_repo), "--provider", "cpu", "--default-model", "toy_affine")
+    with stn_serve(tmp_path, *args, "--intra-op-threads", "2", "--inference-nice", "7") as s:
+        nice = {}
+        for task in Path(f"/proc/{s.proc.pid}/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            nice[int(task.name)] = int(fields[16])  # field 19 of stat, counted after "(comm)"
+        base = nice[s.proc.pid]  # the main thread: the event loop
+        lowered = [t for t, n in nice.items() if n == min(base + 7, 19)]
+        # Three toy models: per model one batcher thread and one onnxruntime pool thread (2 intra-op threads).
+        assert len(lowered) >= 6, nice
+        assert httpx.post(s.url + "/v1/predict", content=png(pattern()), headers=PNG).status_code == 200
