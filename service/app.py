@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     freezes the start-up heap once the models are loaded (``_freeze_gc_when_loaded``)."""
     settings = settings or Settings()
     metrics = Metrics()
-    dataplane = DataPlane(settings, metrics)
+    admission = Admission(settings.max_concurrent_requests)
+    dataplane = DataPlane(settings, metrics, in_flight=admission.count)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     app.state.settings = settings
     app.state.dataplane = dataplane
     app.state.metrics = metrics
-    app.state.admission = Admission(settings.max_concurrent_requests)
+    app.state.admission = admission
     metrics.track_in_flight(app.state.admission.count)
     shed = ShedLog()  # one summary line for refusals at admission and at a full batch queue alike
     install_handlers(app, shed)

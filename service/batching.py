@@ -7,8 +7,9 @@ blocks on inference. While a batch runs, newcomers queue up and form the next ba
 grow by themselves even with no delay.
 
 The delay is an upper bound, not a fixed wait: the batcher keeps an average of the gaps between arrivals and
-stops waiting as soon as the next request is not expected before the delay runs out (so a lone client never
-pays the delay, while a burst still fills the batch).
+stops waiting as soon as the next request is not expected before the delay runs out, or when the server
+holds no request that could still join (so a lone client never pays the delay, while a burst still fills
+the batch).
 
 A full queue raises ``Overloaded`` at once (503 + Retry-After); a request past its deadline raises
 ``DeadlineExceeded`` and is dropped from the queue if it has not run yet. ``stop()`` drains: everything
@@ -27,6 +28,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -94,6 +96,7 @@ class DynamicBatcher:
         max_queue_size: int = 256,
         observer: BatchObserver | None = None,
         thread_nice: int = 0,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, max_queue_delay_us >= 0")
@@ -103,6 +106,8 @@ class DynamicBatcher:
         self.max_queue_delay_s = max_queue_delay_us / 1e6
         self.max_queue_size = max_queue_size
         self.observer = observer
+        # Requests the server holds (arrival to answer), those not queued yet included: see _more_coming.
+        self.in_flight = in_flight
         self._queue: deque[_Request] = deque()
         self._waiter: asyncio.Future[None] | None = None  # the batcher's sleep, resolved by _wake()
         self._closing = False
@@ -210,11 +215,20 @@ class DynamicBatcher:
                 if rows >= self.max_batch_size:
                     return batch
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._closing or self._gap_s > remaining:
+            if remaining <= 0 or self._closing or self._gap_s > remaining or not self._more_coming(batch):
                 return batch
             await self._sleep(remaining)
             if not self._queue:  # the delay ran out with nothing new
                 return batch
+
+    def _more_coming(self, batch: list[_Request]) -> bool:
+        """Whether a request the server already holds may still join the batch: one being read or decoded
+        (held, not yet queued). Without one, waiting can only add latency: a lone client's next request
+        comes after this answer. The count is the server's (every model, every POST route), so it errs on
+        the side of waiting; without a count, the gap estimate alone decides."""
+        if self.in_flight is None:
+            return True
+        return self.in_flight() > len(batch) + len(self._queue)
 
     async def _loop(self) -> None:
         while True:

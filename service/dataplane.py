@@ -74,9 +74,10 @@ def softmax(logits: list[float]) -> list[float]:
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, in_flight: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.in_flight = in_flight  # requests the server holds (service.admission), for the batchers
         self.models: dict[str, ModelHandle] = {}
         self.default_model = settings.default_model
         self._load_task: asyncio.Task[None] | None = None
@@ -104,6 +105,7 @@ class DataPlane:
                 max_queue_size=s.max_queue_size,
                 observer=self.metrics,
                 thread_nice=s.inference_nice,
+                in_flight=self.in_flight,
             )
             batcher.start()
             self.metrics.track_queue(name, batcher.depth)

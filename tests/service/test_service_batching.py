@@ -208,3 +208,29 @@ def test_the_inference_thread_is_reniced() -> None:
     here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     asyncio.run(go())
     assert seen == [min(here + 3, 19)]
+
+
+def test_no_wait_when_the_server_holds_no_other_request() -> None:
+    """With a long delay and arrivals that look frequent, a batch still starts at once when the server holds
+    nothing else that could join it (``in_flight``); when it does hold more, the batcher waits for it."""
+    rt = FakeRuntime()
+
+    async def one(held: int) -> tuple[float, list[int]]:
+        b = DynamicBatcher(rt, max_batch_size=8, max_queue_delay_us=300_000, in_flight=lambda: held)  # type: ignore[arg-type]
+        b.start()
+        b._gap_s = 1e-4  # as if requests were arriving every 0.1 ms
+        rt.batches.clear()
+        t0 = time.perf_counter()
+        first = asyncio.ensure_future(b.infer(rows(0), 5.0))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(b.infer(rows(1), 5.0))
+        await asyncio.gather(first, second)
+        elapsed = time.perf_counter() - t0
+        await b.stop()
+        return elapsed, list(rt.batches)
+
+    alone, alone_batches = run(one(held=1))
+    assert alone_batches == [1, 1]  # the first ran without waiting for the second
+    waited, waited_batches = run(one(held=2))
+    assert waited_batches == [2]  # the second was expected (held, not queued) and joined
+    assert alone < 0.25 and waited >= 0.1

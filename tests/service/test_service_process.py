@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -216,7 +217,9 @@ def test_json_logs(server: Server) -> None:
 
 
 def test_sigterm_drains_in_flight_requests(toy_repo: Path, tmp_path: Path) -> None:
-    # A long queue delay holds the requests in the batch queue when SIGTERM arrives.
+    # A long queue delay holds eight requests in the batch queue when SIGTERM arrives: the batcher waits
+    # because the server holds a ninth, whose body is still coming (sent in two halves, the second after
+    # the signal). All nine are answered.
     with stn_serve(
         tmp_path,
         "--model-repository",
@@ -237,15 +240,35 @@ def test_sigterm_drains_in_flight_requests(toy_repo: Path, tmp_path: Path) -> No
             r = httpx.post(s.url + "/v1/models/toy_affine/predict", content=body, headers=PNG, timeout=30)
             results.append(r.status_code)
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        signalled = threading.Event()
+        slow_answer: list[bytes] = []
+
+        def slow() -> None:
+            host, port = s.url.removeprefix("http://").split(":")
+            head = (
+                f"POST /v1/models/toy_affine/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            with socket.create_connection((host, int(port)), timeout=30) as conn:
+                half = len(body) // 2
+                conn.sendall(head + body[:half])
+                signalled.wait(timeout=30)
+                time.sleep(0.2)
+                conn.sendall(body[half:])
+                while chunk := conn.recv(65536):
+                    slow_answer.append(chunk)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)] + [threading.Thread(target=slow)]
         for t in threads:
             t.start()
         time.sleep(0.6)
         assert results == []  # all still in flight
         s.proc.send_signal(signal.SIGTERM)
+        signalled.set()
         for t in threads:
             t.join(timeout=30)
         assert results == [200] * 8
+        assert b"".join(slow_answer).startswith(b"HTTP/1.1 200 "), slow_answer
         # uvicorn re-raises the signal once it has shut down cleanly, so the exit is "killed by SIGTERM".
         assert s.proc.wait(timeout=30) in (0, -signal.SIGTERM)
         assert "drained" in s.logs()
