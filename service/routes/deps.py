@@ -1,4 +1,5 @@
-"""What the route handlers share: dependency aliases, the bearer-token check, and body reading with limits.
+"""What the route handlers share: dependency aliases, the lean route class of the inference routes, and body
+reading with limits (the bearer token is ``service.auth``'s middleware).
 
 The body limit is enforced while the stream is read: ``Content-Length`` is checked first when present,
 and a body that grows past the limit is refused without being kept in memory.
