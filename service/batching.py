@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -81,7 +81,7 @@ class BatchObserver(Protocol):
 class _Request:
     x: np.ndarray  # (n, 1, H, W) float32
     future: asyncio.Future[Outputs]
-    enqueued: float = field(default_factory=time.perf_counter)
+    enqueued: float  # time.perf_counter() when queued
 
 
 class DynamicBatcher:
@@ -140,24 +140,27 @@ class DynamicBatcher:
 
     async def run_sync(self, x: np.ndarray) -> Outputs:
         """Run ``x`` on the inference thread without batching (warm-up)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.runtime.predict, x)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.runtime.predict, x)
 
     async def load(self) -> None:
         """Load the model on the inference thread: onnxruntime's own threads, created with the session,
         inherit that thread's niceness."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.runtime.load)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.runtime.load)
+
+    def refuse_if_full(self) -> None:
+        """``Overloaded`` (503 + Retry-After) when the queue holds ``max_queue_size`` requests."""
+        depth = self.depth()
+        if depth >= self.max_queue_size:
+            raise Overloaded(
+                f"model {self.name} is overloaded: {depth} requests queued; retry later",
+                headers={"Retry-After": "1"},
+            )
 
     async def infer(self, x: np.ndarray, timeout_s: float) -> Outputs:
         """Queue ``x`` ``(n, 1, H, W)``; wait at most ``timeout_s`` seconds for its ``n`` rows of outputs."""
         if self._closing:
             raise ModelNotReady(f"model {self.name} is shutting down", headers={"Retry-After": "1"})
-        if len(self._queue) >= self.max_queue_size:
-            raise Overloaded(
-                f"model {self.name} is overloaded: {len(self._queue)} requests queued; retry later",
-                headers={"Retry-After": "1"},
-            )
+        self.refuse_if_full()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Outputs] = loop.create_future()
         now = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from service.batching import DynamicBatcher
-from service.errors import InvalidInput, ModelNotFound, ModelNotReady, Overloaded, ServiceError, Unprocessable
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServiceError, Unprocessable
 from service.geometry import draw_overlay, rectify_image, region_corners, region_points
 from service.metrics import Metrics
 from service.preprocess import (
@@ -175,12 +175,7 @@ class DataPlane:
         they read a body, so a request that would be refused anyway costs no body read and no decode (the
         batcher checks again when the request is queued)."""
         handle = self.get_ready(name, version)
-        depth = handle.batcher.depth()
-        if depth >= self.settings.max_queue_size:
-            raise Overloaded(
-                f"model {handle.name} is overloaded: {depth} requests queued; retry later",
-                headers={"Retry-After": "1"},
-            )
+        handle.batcher.refuse_if_full()
         return handle
 
     # ---- v1 operations ------------------------------------------------------------------------------
