@@ -2,8 +2,9 @@
 
 The batch queue bounds only the tensors waiting for a run; this bounds everything else a request holds while
 the server works on it (its body, the decoded image, its answer), so memory stays bounded however many
-clients send at once. It is a pure ASGI middleware in front of FastAPI's routing, and a refusal is a
-pre-encoded answer: under overload the cheapest possible answer is what keeps the server answering at all.
+clients send at once. It is a pure ASGI middleware in front of FastAPI's routing, and a refusal is sent
+straight from it (``service.errors.send_error``): under overload the cheapest possible answer is what
+keeps the server answering at all.
 
 Only POST requests count (inference; ``/v2/repository/index``): health, readiness, metrics and metadata are
 always answered, so probes and scrapers see an overloaded server as live.
@@ -15,22 +16,13 @@ h11 refused it itself.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import ShedLog
+from service.errors import ShedLog, send_error
 
 # The route labels ``service.metrics`` gives a refused request (it never reaches the router).
 SHED_ROUTE = "admission"
 BAD_REQUEST_ROUTE = "bad_request"
-
-
-async def _answer(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
-    await send({"type": "http.response.body", "body": body})
 
 
 class Admission:
@@ -58,7 +50,7 @@ class AdmissionMiddleware:
             return
         if scope["http_version"] == "1.1" and not any(k == b"host" for k, _ in scope["headers"]):
             scope["stn.route"] = BAD_REQUEST_ROUTE
-            await _answer(send, 400, "HTTP/1.1 request without a Host header")
+            await send_error(send, 400, "HTTP/1.1 request without a Host header")
             return
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
@@ -68,7 +60,7 @@ class AdmissionMiddleware:
             message = f"server overloaded: {adm.in_flight} requests in flight; retry later"
             self.log.refused(message)
             scope["stn.route"] = SHED_ROUTE
-            await _answer(send, 503, message, [(b"retry-after", b"1")])
+            await send_error(send, 503, message, [(b"retry-after", b"1")])
             return
         adm.in_flight += 1
         try:

@@ -2,17 +2,18 @@
 
 Default deny: every path needs ``Authorization: Bearer <token>`` except the ``OPEN_PATHS`` (health,
 server metadata, metrics, the demo page and the API documentation), so a route added later is protected
-without anyone remembering to. The token is compared in constant time. A refusal is a pre-encoded 401
-answered before routing, the body unread. ``service.app`` marks every other operation of the OpenAPI
+without anyone remembering to. The token is compared in constant time. A refusal is a 401 answered
+before routing, the body unread. ``service.app`` marks every other operation of the OpenAPI
 schema with the ``HTTPBearer`` scheme from the same ``is_open``.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.errors import send_error
 
 OPEN_PATHS = frozenset(
     {
@@ -35,13 +36,6 @@ SECURITY_SCHEME = {
 }
 # The route label ``service.metrics`` gives a refused request (it never reaches the router).
 AUTH_ROUTE = "unauthorized"
-
-_BODY = json.dumps({"error": "missing or wrong bearer token"}).encode()
-_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(_BODY)).encode()),
-    (b"www-authenticate", b"Bearer"),
-]
 
 
 def is_open(path: str) -> bool:
@@ -78,5 +72,4 @@ class TokenMiddleware:
             await self.app(scope, receive, send)
             return
         scope["stn.route"] = AUTH_ROUTE
-        await send({"type": "http.response.start", "status": 401, "headers": _HEADERS})
-        await send({"type": "http.response.body", "body": _BODY})
+        await send_error(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])

@@ -7,8 +7,10 @@ without its internals.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
@@ -16,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Send
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,15 @@ class DeadlineExceeded(ServiceError):
 
 # nginx's "client closed request": what the metrics count when a client goes away before its answer.
 CLIENT_CLOSED_REQUEST = 499
+
+
+async def send_error(send: Send, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """The same ``{"error": ...}`` answer as ``error_response``, sent by a pure ASGI middleware that refuses a
+    request before routing (``service.admission``, ``service.auth``)."""
+    body = json.dumps({"error": message}).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
