@@ -92,11 +92,11 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     app.state.dataplane = dataplane
     app.state.metrics = metrics
     app.state.admission = admission
-    metrics.track_in_flight(app.state.admission.count)
+    metrics.track_in_flight(admission.count)
     shed = ShedLog()  # one summary line for refusals at admission and at a full batch queue alike
     install_handlers(app, shed)
     # Innermost of the middlewares: a refusal still gets CORS headers and is counted by the metrics.
-    app.add_middleware(AdmissionMiddleware, admission=app.state.admission, shed=shed)
+    app.add_middleware(AdmissionMiddleware, admission=admission, shed=shed)
     if settings.token is not None:  # outside admission: a request without the token holds no slot
         app.add_middleware(TokenMiddleware, token=settings.token)
     if settings.cors_origins:

@@ -44,6 +44,12 @@ async def get_dataplane(request: Request) -> DataPlane:
     return dataplane
 
 
+def state_of(request: Request) -> tuple[DataPlane, Settings]:
+    """The data plane and settings, for the routes that take no dependencies (``LeanRoute``)."""
+    state = request.app.state
+    return state.dataplane, state.settings
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 

@@ -17,7 +17,6 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.dataplane import DataPlane
 from service.errors import InvalidInput
 from service.routes.deps import (
     DataPlaneDep,
@@ -27,6 +26,7 @@ from service.routes.deps import (
     is_multipart,
     read_files,
     read_image,
+    state_of,
 )
 from service.routes.params import (
     INVERT,
@@ -39,7 +39,6 @@ from service.routes.params import (
     query_of,
 )
 from service.schemas import BatchResponse, ModelInfo, ModelList, Prediction
-from service.settings import Settings
 
 router = APIRouter(tags=["v1"])  # the model list
 inference = InferenceRoutes(tags=["v1"])  # predict, batch, rectify
@@ -66,11 +65,6 @@ def json_response(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-def _state(request: Request) -> tuple[DataPlane, Settings]:
-    state = request.app.state
-    return state.dataplane, state.settings
-
-
 def _predict_doc(summary: str, multiple: bool = False) -> dict[str, Any]:
     return {
         "response_model": BatchResponse if multiple else Prediction,
@@ -83,7 +77,7 @@ def _predict_doc(summary: str, multiple: bool = False) -> dict[str, Any]:
 async def _predict(request: Request, name: str | None) -> Response:
     query = query_of(request)
     top_k, rectified, invert = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query)
-    dp, settings = _state(request)
+    dp, settings = state_of(request)
     dp.admit(name)  # 404 / 503 (not ready, queue full) before reading a body
     data = await read_image(request, settings)
     return json_response(await dp.predict(name, data, top_k=top_k, invert=invert, rectified=rectified))
@@ -102,7 +96,7 @@ async def predict_default(request: Request) -> Response:
 async def _batch(request: Request, name: str | None) -> Response:
     query = query_of(request)
     top_k, rectified, invert = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query)
-    dp, settings = _state(request)
+    dp, settings = state_of(request)
     handle = dp.admit(name)
     if not is_multipart(request):
         raise InvalidInput("a batch is multipart/form-data with one file field 'image' per image")
@@ -146,7 +140,7 @@ def _rectify_doc(summary: str) -> dict[str, Any]:
 async def _rectify(request: Request, name: str | None) -> Response:
     query = query_of(request)
     size, overlay, invert = SIZE.get(query), OVERLAY.get(query), INVERT.get(query)
-    dp, settings = _state(request)
+    dp, settings = state_of(request)
     dp.admit(name)
     wh = parse_size(size, settings.max_rectify_side)
     data = await read_image(request, settings)

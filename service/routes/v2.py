@@ -13,7 +13,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service import __version__
-from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady
 from service.protocol_v2 import HEADER, encode_infer_response, parse_infer_request, wants_binary
 from service.routes.deps import (
@@ -22,6 +21,7 @@ from service.routes.deps import (
     SettingsDep,
     error_responses,
     read_body,
+    state_of,
 )
 from service.schemas import (
     InferenceResponse,
@@ -186,10 +186,9 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    state = request.app.state
-    dp: DataPlane = state.dataplane
+    dp, settings = state_of(request)
     dp.admit(name, version)  # 404 / 503 before reading the body
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes)
     req, arrays = parse_infer_request(body, request.headers.get(HEADER))
     if len(req.inputs) != 1:
         raise InvalidInput(f"model {name!r} takes one input, got {len(req.inputs)}")
