@@ -258,8 +258,16 @@ def test_sigterm_drains_in_flight_requests(toy_repo: Path, tmp_path: Path) -> No
                 while chunk := conn.recv(65536):
                     slow_answer.append(chunk)
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)] + [threading.Thread(target=slow)]
-        for t in threads:
+        # The ninth first, and held by the server (mid-body) before the eight arrive: otherwise, on a busy
+        # machine, the eight could all be queued with nothing else held, and run at once.
+        threads = [threading.Thread(target=slow)]
+        threads[0].start()
+        deadline = time.monotonic() + 10
+        while "stn_requests_in_flight 1.0" not in httpx.get(s.url + "/metrics").text:
+            assert time.monotonic() < deadline, "the mid-body request never reached the server"
+            time.sleep(0.02)
+        threads += [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads[1:]:
             t.start()
         time.sleep(0.6)
         assert results == []  # all still in flight
