@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _load import free_port, proc_cpu_s
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,12 +146,6 @@ def zlib_bomb() -> bytes:
 # ---- the server -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """``stn-serve`` in its own process, its log in a file; ``stop()`` sends SIGTERM and waits."""
 
@@ -205,11 +200,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_counts(pid: int) -> dict[str, int]:
@@ -291,7 +281,7 @@ class Sampler:
             row: dict[str, Any] = {
                 "t": round(time.monotonic() - t0, 2),
                 "rss_kib": rss_kib(self.pid),
-                "cpu_s": cpu_s(self.pid),
+                "cpu_s": proc_cpu_s(self.pid),
             }
             row.update(proc_counts(self.pid))
             try:

@@ -41,13 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _load import proc_cpu_s
 from _reliability_load import (
     Kind,
     Outcome,
     Sampler,
     Server,
     closed_loop,
-    cpu_s,
     digit_pngs,
     fetch,
     gauge,
@@ -79,9 +79,9 @@ async def _soak(server: Server, kinds: list[Kind], requests: int, concurrency: i
     stop = asyncio.Event()
     t0 = time.monotonic()
     sampling = asyncio.create_task(sampler.run(t0, stop))
-    cpu0, gen0 = cpu_s(server.pid), time.process_time()
+    cpu0, gen0 = proc_cpu_s(server.pid), time.process_time()
     outcomes, wall = await closed_loop(server.port, kinds, concurrency, total=requests, seed=2)
-    cpu1, gen1 = cpu_s(server.pid), time.process_time()
+    cpu1, gen1 = proc_cpu_s(server.pid), time.process_time()
     stop.set()
     await sampling
     await asyncio.sleep(1.0)
@@ -152,9 +152,9 @@ async def _overload(
     stop = asyncio.Event()
     t0 = time.monotonic()
     sampling = asyncio.create_task(sampler.run(t0, stop))
-    cpu0, gen0 = cpu_s(server.pid), time.process_time()
+    cpu0, gen0 = proc_cpu_s(server.pid), time.process_time()
     outcomes, spans, not_sent = await open_loop(server.port, kinds, phases, max_connections=max_connections, seed=5)
-    cpu1, gen1 = cpu_s(server.pid), time.process_time()
+    cpu1, gen1 = proc_cpu_s(server.pid), time.process_time()
     await asyncio.sleep(2.0)
     stop.set()
     await sampling
