@@ -165,14 +165,12 @@ def render_markdown(card: dict[str, Any]) -> str:
         "```",
         str(card["command"]),
         "```",
+        *(["", f"Baseline: `{b['command']}` ({b['wall_time_s'] / 60:.1f} min)."] if b and b.get("command") else []),
         "",
         "Training options: `" + json.dumps(card["training"], sort_keys=True) + "`",
         "",
         "![training curves](curves.png)",
     ]
-    if b and b.get("command"):
-        lines[lines.index("Reproduce:") + 5:lines.index("Reproduce:") + 5] = [
-            "", f"Baseline: `{b['command']}` ({b['wall_time_s'] / 60:.1f} min)."]
     if card["arch"] == "stcnn":
         lines += ["", "![test inputs and rectified outputs](rectified.png)"]
     return "\n".join(lines) + "\n"
