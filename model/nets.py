@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from model.transforms import Family, affine_grid, build_family
 
 DEFAULTS: dict[str, Any] = {
-    "arch": "stcnn",  # "stcnn" (spatial transformer + classifier) or "cnn" (the classifier alone)
+    "arch": "stcnn",  # "stcnn" (spatial transformer + classifier), "cnn" (the classifier alone) or "photo"
     "transform": "affine",
     "in_channels": 1,
     "input_size": [42, 42],
@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.3,
     "mean": 0.1307,
     "std": 0.3081,
+    # arch "photo" only (model.photo_net): the coarse localisation view and the glimpse, in pixels.
+    "view_size": 64,
+    "glimpse_size": 48,
 }
 
 
@@ -175,13 +178,17 @@ class BaselineCNN(nn.Module):
         return self.classifier(rectified), theta, rectified
 
 
-def build_model(config: dict[str, Any]) -> STCNN | BaselineCNN:
+def build_model(config: dict[str, Any]) -> nn.Module:
     cfg = full_config(config)
     if cfg["arch"] == "stcnn":
         return STCNN(cfg)
     if cfg["arch"] == "cnn":
         return BaselineCNN(cfg)
-    raise ValueError(f"unknown arch {cfg['arch']!r}; choose 'stcnn' or 'cnn'")
+    if cfg["arch"] == "photo":
+        from model.photo_net import PhotoSTN
+
+        return PhotoSTN(cfg)
+    raise ValueError(f"unknown arch {cfg['arch']!r}; choose 'stcnn', 'cnn' or 'photo'")
 
 
 def count_params(model: nn.Module) -> int:
