@@ -10,10 +10,12 @@ outputs stay float32 and a client cannot tell the two variants apart by their si
 - the normalise-to-black shift around the sampler (``Sub`` before, ``Add`` after), so ``rectified`` is
   computed exactly as in the float32 model from the float32 grid.
 
-Two converter pitfalls are worked around here: a graph output that is also consumed inside the graph
+Three converter pitfalls are worked around here: a graph output that is also consumed inside the graph
 (``theta``, ``rectified``) would keep a float32 type while its consumers turned float16, so every output is
-first renamed internally and re-exposed through an ``Identity``; and stale ``value_info`` entries are
-dropped before conversion.
+first renamed internally and re-exposed through an ``Identity``; an initializer shared by a float32 node and
+a float16 one (the exporter shares equal constants, such as the photo model's variance epsilon) would
+keep one type for both, so each consumer gets its own copy; and stale ``value_info`` entries are dropped
+before conversion.
 """
 
 from __future__ import annotations
@@ -43,7 +45,27 @@ def _detach_outputs(proto: onnx.ModelProto) -> onnx.ModelProto:
                 node.input[i] = name + SUFFIX
     for name in outputs:
         model.graph.node.append(helper.make_node("Identity", [name + SUFFIX], [name], name=f"{name}_output"))
+    _unshare_initializers(model)
     return model
+
+
+def _unshare_initializers(model: onnx.ModelProto) -> None:
+    """Give every node its own copy of an initializer that several nodes read (small ones only)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    seen: dict[str, int] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            k = seen.get(name, 0)
+            seen[name] = k + 1
+            if k == 0 or len(inits[name].raw_data) + 4 * len(inits[name].float_data) > 4096:
+                continue
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[name])
+            copy.name = f"{name}__{k}"
+            model.graph.initializer.append(copy)
+            node.input[i] = copy.name
 
 
 def float32_nodes(proto: onnx.ModelProto) -> list[str]:

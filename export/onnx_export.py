@@ -75,10 +75,13 @@ CUDA_OPS = frozenset({
     "Add", "BatchNormalization", "Cast", "Clip", "Concat", "ConstantOfShape", "Conv", "Div", "Expand",
     "Flatten", "Gather", "Gemm", "GreaterOrEqual", "GridSample", "Identity", "MatMul", "MaxPool", "Mul",
     "Neg", "Relu", "Reshape", "Shape", "Slice", "Sqrt", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where",
+    # The photo model (model/photo_net.py): AveragePool-11, Exp-13, ReduceMean-18, ReduceSum-13 and
+    # Softmax-13 have float CUDA kernels (onnxruntime's cuda_execution_provider.cc registrations).
+    "AveragePool", "Exp", "ReduceMean", "ReduceSum", "Softmax",
 })
 METADATA_KEYS = ("stn.labels", "stn.input_size", "stn.output_size", "stn.mean", "stn.std", "stn.polarity",
                  "stn.transform", "stn.param_output", "stn.num_classes", "stn.dataset", "stn.test_error",
-                 "stn.version")
+                 "stn.version", "stn.resize", "stn.padding")
 
 
 class ExportError(RuntimeError):
@@ -218,7 +221,9 @@ def metadata(ckpt: dict[str, Any], config: dict[str, Any], output_names: Sequenc
         "stn.mean": repr(mean),
         "stn.std": repr(std),
         "stn.polarity": str(data.get("polarity", "white_on_black")),
-        "stn.transform": config["transform"] if config["arch"] == "stcnn" else "none",
+        "stn.transform": config["transform"] if config["arch"] in ("stcnn", "photo") else "none",
+        "stn.resize": str(data.get("resize", "stretch")),
+        "stn.padding": "border" if config["arch"] == "photo" else "zeros",
         "stn.param_output": output_names[1],
         "stn.num_classes": str(num_classes),
         "stn.dataset": str(data.get("dataset", "")),
@@ -288,6 +293,13 @@ def _test_data(ckpt: dict[str, Any], data_dir: str | Path | None) -> tuple[Tenso
     from model.distort import NAMES, test_set
 
     dataset = str((ckpt.get("data") or {}).get("dataset", ""))
+    if dataset == "photo":
+        from model.data import load_mnist
+        from model.photo import test_set as photo_test_set
+
+        side = int(full_config(ckpt["config"])["input_size"][0])
+        xs, ys, _ = photo_test_set(load_mnist(data_dir), side)
+        return torch.from_numpy(xs)[:, None].float() / 255.0, torch.from_numpy(ys)
     kind = dataset.removeprefix("mnist-")
     if not dataset.startswith("mnist-") or kind not in NAMES:
         raise ExportError(f"no test set known for dataset {dataset!r} (expected mnist-<{'|'.join(NAMES)}>); "
