@@ -8,9 +8,11 @@ Convention
 - The parameters map the OUTPUT grid to the INPUT sample point: ``[x_s, y_s]ᵀ = theta_out_to_in · [x, y, 1]ᵀ``
   (``theta`` ``(2, 3)``), or ``[u, v, q]ᵀ = H · [x, y, 1]ᵀ``, ``(x_s, y_s) = (u / q, v / q)`` (homography
   ``(3, 3)``).
-- The service stretches an upload of any size to the model input, so the same parameters apply to the
-  ORIGINAL upload in its own normalised coordinates; rectifying at ``(h, w)`` from the original samples
-  the same quadrilateral, only more densely.
+- A ``stretch`` model's input is the upload stretched, so its parameters apply to the ORIGINAL upload in
+  the upload's own normalised coordinates. A ``letterbox`` model's input is the upload fitted into a
+  square with its aspect ratio kept; ``to_upload`` turns its parameters into the upload's normalised
+  coordinates (a scale and offset per axis), after which everything below is the same: rectifying at
+  ``(h, w)`` from the original samples the same quadrilateral, only more densely.
 - The region is the image of the output grid's outer corners ``(±1, ±1)``, in the order top-left,
   top-right, bottom-right, bottom-left (of the output).
 - Sampling is bilinear with constant padding (the model pads with black in its own polarity), like
@@ -42,6 +44,21 @@ def as_homography(params: np.ndarray) -> np.ndarray:
 def _safe_q(q: np.ndarray) -> np.ndarray:
     # Same guard as the model's projective grid: keep the divisor's sign, away from zero.
     return np.where(q >= 0, np.maximum(q, 1e-6), np.minimum(q, -1e-6))
+
+
+def to_upload(params: np.ndarray, frame: tuple[float, float, float, float] | None) -> np.ndarray:
+    """Parameters mapping into the model input -> the same map into the upload's normalised coordinates.
+
+    ``frame`` = ``(sx, bx, sy, by)``: an input-normalised point ``(x, y)`` is the upload-normalised point
+    ``(sx x + bx, sy y + by)`` (``Prepared.to_upload``); ``None`` is the identity. The result keeps the
+    shape of ``params`` (``theta`` (2, 3) stays (2, 3))."""
+    p = np.asarray(params, dtype=np.float64)
+    if frame is None:
+        return p
+    sx, bx, sy, by = frame
+    a = np.array([[sx, 0.0, bx], [0.0, sy, by], [0.0, 0.0, 1.0]])
+    out = a @ as_homography(p)
+    return out[:2] if p.shape == (2, 3) else out
 
 
 def map_points(params: np.ndarray, pts: np.ndarray) -> np.ndarray:

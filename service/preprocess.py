@@ -1,8 +1,16 @@
 """Upload bytes -> the model's input tensor, following the model's metadata only.
 
 Steps: decode (Pillow, first frame) -> EXIF orientation -> grayscale (alpha composited over white) ->
-resize (stretched) to the model input -> polarity (``invert=auto|true|false``) -> normalise
-``(pixel / 255 - mean) / std``.
+resize to the model input -> polarity (``invert=auto|true|false``) -> normalise ``(pixel / 255 - mean) / std``.
+
+The resize follows the model's ``stn.resize``: ``stretch`` (the default, for the MNIST-canvas models) fills
+the input whatever the upload's aspect ratio; ``letterbox`` (the photo model) keeps the aspect ratio: the
+upload is fitted into the square input, centred, and the rest filled with the median of the upload's
+outer band (1/20 of its shorter side), so a photo is never squashed. ``Prepared.to_upload`` then says how
+the input's normalised coordinates map to the upload's, for the region and the rectified crop.
+
+HEIC/HEIF (iPhone photos) decode through the ``pillow-heif`` plugin when it is installed; without it such an
+upload gets a 415 that names the format.
 
 Resizing uses Pillow's BILINEAR filter, which Pillow widens when shrinking (an antialiased triangle filter,
 so a large photo is area-averaged rather than point-sampled), with ``reducing_gap=3`` so that very large
@@ -28,9 +36,23 @@ from service.repository import ModelSpec
 
 Invert = Literal["auto", "true", "false"]
 
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers MPO (multi-picture) files too
+FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers MPO files too
+try:  # HEIC/HEIF: the maintained Pillow plugin, a dependency of the service (optional for Pillow itself)
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_AVAILABLE = True
+    FORMATS = (*FORMATS, "HEIF")
+except ImportError:  # pragma: no cover - exercised by monkeypatching HEIF_AVAILABLE in the tests
+    HEIF_AVAILABLE = False
+# ISO base media file brands of HEIF images (ISO/IEC 23008-12): the bytes 8..12 of the 'ftyp' box.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif"})
 CONTENT_TYPES = frozenset(
     {
+        "image/heic",
+        "image/heif",
+        "image/heic-sequence",
+        "image/heif-sequence",
         "image/png",
         "image/jpeg",
         "image/jpg",
@@ -61,8 +83,8 @@ def check_content_type(content_type: str | None) -> None:
     ct = (content_type or "").split(";", 1)[0].strip().lower()
     if ct not in CONTENT_TYPES and ct not in NEUTRAL_TYPES:
         raise UnsupportedMediaType(
-            f"unsupported content type {ct!r}: send image/png, image/jpeg, image/webp, image/bmp, image/gif "
-            "or image/tiff as the body, or multipart/form-data with a file field 'image'"
+            f"unsupported content type {ct!r}: send image/png, image/jpeg, image/webp, image/bmp, image/gif, "
+            "image/tiff or image/heic as the body, or multipart/form-data with a file field 'image'"
         )
 
 
@@ -83,6 +105,12 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
     """
     if not data:
         raise InvalidInput("empty body: send an image")
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not (HEIF_AVAILABLE and "HEIF" in FORMATS):
+        brand = data[8:12].decode("ascii")
+        raise UnsupportedMediaType(
+            f"this is a HEIC/HEIF image (brand {brand!r}), and this server cannot decode HEIF: install the "
+            "pillow-heif package, or send the photo as JPEG or PNG"
+        )
     try:
         img: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
         w, h = img.size
@@ -105,7 +133,7 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
             f"image declares {declared}, over the limit of {max_pixels} (a decompression bomb?)"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise InvalidInput("body is not a decodable image (PNG, JPEG, WebP, BMP, GIF or TIFF)") from exc
+        raise InvalidInput("body is not a decodable image (PNG, JPEG, WebP, BMP, GIF, TIFF or HEIC)") from exc
     except ServiceError:
         raise
     except Exception as exc:  # Pillow's plugins raise many types on corrupt data; all of them are bad input
@@ -162,6 +190,8 @@ def decide_invert(arr: np.ndarray, polarity: str, invert: Invert) -> bool:
         return True
     if invert == "false":
         return False
+    if polarity == "any":  # the model reads either polarity itself
+        return False
     h, w = arr.shape
     b = max(1, round(min(h, w) / 20))
     whole_sum = int(arr.sum(dtype=np.int64))  # integer sums: exact, and two reductions rather than three
@@ -181,6 +211,8 @@ class Prepared:
     x: np.ndarray
     inverted: bool
     size: tuple[int, int]  # the upload's (W, H)
+    # (sx, bx, sy, by): input-normalised (x, y) -> upload-normalised (sx x + bx, sy y + by); None: identity.
+    to_upload: tuple[float, float, float, float] | None = None
 
 
 def normalise(arr: np.ndarray, spec: ModelSpec, inverted: bool) -> np.ndarray:
@@ -195,11 +227,42 @@ def normalise(arr: np.ndarray, spec: ModelSpec, inverted: bool) -> np.ndarray:
     return x[None]
 
 
+def border_median(arr: np.ndarray) -> int:
+    """Median of the outer band (1/20 of the shorter side) of a uint8 ``(H, W)`` image."""
+    h, w = arr.shape
+    b = max(1, round(min(h, w) / 20))
+    band = np.concatenate([arr[:b].ravel(), arr[h - b :].ravel(), arr[b : h - b, :b].ravel(),
+                           arr[b : h - b, w - b :].ravel()])
+    return int(np.median(band))
+
+
+def letterbox(gray: Image.Image, side: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """``gray`` fitted into a ``side`` square with its aspect ratio kept, centred, the rest filled with its
+    border median; returns the square and ``(nw, nh, ox, oy)``, the fitted size and offset in input pixels."""
+    w, h = gray.size
+    scale = side / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    fill = border_median(np.asarray(gray))
+    small = resize_to(gray, (nh, nw))
+    ox, oy = (side - nw) // 2, (side - nh) // 2
+    out = Image.new("L", (side, side), fill)
+    out.paste(small, (ox, oy))
+    return out, (nw, nh, ox, oy)
+
+
 def prepare(decoded: Decoded, spec: ModelSpec, invert: Invert = "auto") -> Prepared:
-    small = resize_to(to_gray(decoded.image), spec.input_size)
+    gray = to_gray(decoded.image)
+    to_upload = None
+    if spec.resize == "letterbox":
+        side = spec.input_size[0]
+        small, (nw, nh, ox, oy) = letterbox(gray, side)
+        # Input px = fitted content px + offset, and the content spans the upload's whole extent.
+        to_upload = (side / nw, (side - 2 * ox) / nw - 1.0, side / nh, (side - 2 * oy) / nh - 1.0)
+    else:
+        small = resize_to(gray, spec.input_size)
     arr = np.asarray(small, dtype=np.uint8)
     inverted = decide_invert(arr, spec.polarity, invert)
-    return Prepared(normalise(arr, spec, inverted), inverted, decoded.size)
+    return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_upload)
 
 
 def rectified_to_pixels(r: np.ndarray, spec: ModelSpec, inverted: bool) -> np.ndarray:

@@ -41,12 +41,14 @@ class ModelSpec:
     labels: list[str]
     mean: float
     std: float
-    polarity: str  # "white_on_black" or "black_on_white"
+    polarity: str  # "white_on_black", "black_on_white" or "any" (the model reads both)
     transform: str
     param_output: str | None  # "theta", "homography", "control_points" or None if the graph has none
     output_names: list[str]
     output_shapes: dict[str, list[int]]  # -1 for dynamic dimensions
     metadata: dict[str, str] = field(default_factory=dict)
+    resize: str = "stretch"  # "stretch" or "letterbox" (stn.resize)
+    padding: str = "zeros"  # what the sampler reads outside the input: "zeros" or "border" (stn.padding)
 
     @property
     def dataset(self) -> str | None:
@@ -159,10 +161,18 @@ def parse_spec(
     if std <= 0:
         raise ValueError(f"{entry.name}: stn.std must be > 0, got {std}")
     polarity = meta.get("stn.polarity", "white_on_black")
-    if polarity not in ("white_on_black", "black_on_white"):
+    if polarity not in ("white_on_black", "black_on_white", "any"):
         raise ValueError(
-            f"{entry.name}: stn.polarity must be white_on_black or black_on_white, got {polarity!r}"
+            f"{entry.name}: stn.polarity must be white_on_black, black_on_white or any, got {polarity!r}"
         )
+    resize = meta.get("stn.resize", "stretch")
+    if resize not in ("stretch", "letterbox"):
+        raise ValueError(f"{entry.name}: stn.resize must be stretch or letterbox, got {resize!r}")
+    if resize == "letterbox" and input_size[0] != input_size[1]:
+        raise ValueError(f"{entry.name}: stn.resize letterbox needs a square input, got {input_size}")
+    padding = meta.get("stn.padding", "zeros")
+    if padding not in ("zeros", "border"):
+        raise ValueError(f"{entry.name}: stn.padding must be zeros or border, got {padding!r}")
     return ModelSpec(
         name=entry.name,
         version=entry.version,
@@ -178,4 +188,6 @@ def parse_spec(
         output_names=list(outputs),
         output_shapes={k: _dims(v) for k, v in outputs.items()},
         metadata=dict(meta),
+        resize=resize,
+        padding=padding,
     )

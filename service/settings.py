@@ -32,7 +32,7 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL_REPOSITORY, description="Triton-layout model repository"
     )
     default_model: str = Field(
-        default="stn_rts", description="model behind /v1/predict (first alphabetically if absent)"
+        default="stn_photo", description="model behind /v1/predict (first alphabetically if absent)"
     )
     provider: Provider = Field(
         default="auto", description="auto: CUDA if it works, else CPU; cuda: GPU or refuse"

@@ -121,3 +121,48 @@ def test_errors_show_in_the_page(browser, page_server: Server, tmp_path: Path) -
     page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30000)
     assert "image" in (page.text_content("#status") or "")
     page.close()
+
+
+@pytest.fixture(scope="module")
+def photo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    from conftest import BUNDLED
+
+    if not bundled_has("stn_photo"):
+        pytest.skip("the trained model service/model_repository/stn_photo is not exported yet")
+    with stn_serve(tmp_path_factory.mktemp("browser_photo"), "--model-repository", str(BUNDLED), "--provider",
+                   "cpu", "--intra-op-threads", "1") as s:  # the default default model: stn_photo
+        yield s
+
+
+def test_upload_a_rendered_photo_shows_its_digit(browser, photo_server: Server, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                 mnist) -> None:
+    """Held-out photos (MNIST-test digits, medium size, JPEG) through the page: the class shown, the box drawn
+    on the photo, the crop. Three photos, at most one misread (the model's error is not zero)."""
+    import numpy as np
+
+    from model.photo import TEST_FONT_DIRS, PhotoGenerator, font_files
+
+    gen = PhotoGenerator(mnist["test_images"][:100], mnist["test_labels"][:100], font_files(TEST_FONT_DIRS))
+    rng = np.random.default_rng(2026)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(photo_server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    assert page.eval_on_selector("#model", "s => s.value") == "stn_photo"
+    right = 0
+    for i in range(3):
+        p = gen.render(rng, "medium")
+        path = tmp_path / f"photo{i}.jpg"
+        path.write_bytes(p.data)
+        page.evaluate("() => { for (const id of ['label', 'status']) document.getElementById(id).textContent = ''; }")
+        page.set_input_files("#file", str(path))
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')", timeout=30000)
+        # The box is drawn on the photo itself (its own width); the crop is 256 px.
+        page.wait_for_function(
+            f"(() => {{ const a = document.getElementById('overlay'), b = document.getElementById('crop');"
+            f" return a.complete && a.naturalWidth === {p.size[0]} && b.complete && b.naturalWidth === 256; }})()",
+            timeout=30000,
+        )
+        right += (page.text_content("#label") or "").strip() == str(p.label)
+    assert right >= 2, f"{right} of 3 photos read right in the page"
+    page.screenshot(path=str(SCREENSHOT.with_name("stn_demo_photo.png")), full_page=True)
+    page.close()
