@@ -3,7 +3,8 @@
 - ``wrk``: Debian's wrk (a separate C process, epoll) posting pre-built request bodies in turn, through a Lua
   script whose ``done()`` prints one JSON line of counts and latency percentiles (microseconds).
 - ``proc_cpu_s``: user + system CPU seconds of a process and all its descendants, from ``/proc``.
-- ``scrape``: the service's Prometheus histograms (batch size, inference time, queue wait).
+- ``scrape``: the service's Prometheus histograms (batch size, inference time, queue wait);
+  ``scrape_samples``: every sample of one scrape (the stage CPU counters).
 - ``ServerProcess``: a server started in its own process group, its log kept in a file, stopped by SIGTERM.
 """
 
@@ -219,6 +220,18 @@ def _scrape_once(base_url: str, model: str) -> dict[str, Any]:
                 out[w]["count"] = value
             elif name == w + "_bucket":
                 out[w]["buckets"][labels["le"]] = value
+    return out
+
+
+def scrape_samples(base_url: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of one ``/metrics`` scrape, as (name, labels, value)."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = []
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m:
+            out.append((m.group("name"), dict(_LABEL.findall(m.group("labels") or "")), float(m.group("value"))))
     return out
 
 

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -77,6 +77,15 @@ class BatchObserver(Protocol):
     def batch(self, model: str, size: int, seconds: float) -> None: ...
 
 
+class CpuObserver(Protocol):
+    """Optional (looked up on the observer once): the inference thread's CPU seconds per batch.
+
+    A request of n rows in a batch of R rows is charged n/R of the batch's CPU; the counters are per model,
+    so the charges of one batch add up to its CPU, which is reported once per batch (no per-request work)."""
+
+    def inference_cpu(self, model: str, cpu_s: float) -> None: ...
+
+
 @dataclass(eq=False)
 class _Request:
     x: np.ndarray  # (n, 1, H, W) float32
@@ -106,6 +115,7 @@ class DynamicBatcher:
         self.max_queue_delay_s = max_queue_delay_us / 1e6
         self.max_queue_size = max_queue_size
         self.observer = observer
+        self._cpu_observer = cast(CpuObserver, observer) if hasattr(observer, "inference_cpu") else None
         # Requests the server holds (arrival to answer), those not queued yet included: see _more_coming.
         self.in_flight = in_flight
         self._queue: deque[_Request] = deque()
@@ -242,12 +252,15 @@ class DynamicBatcher:
                 continue
             await self._execute(batch)
 
-    def _run(self, xs: list[np.ndarray]) -> tuple[Outputs, float]:
-        # On the inference thread: concatenation and the run both stay off the event loop.
+    def _run(self, xs: list[np.ndarray]) -> tuple[Outputs, float, float]:
+        # On the inference thread: concatenation and the run both stay off the event loop. The thread's CPU
+        # (thread_time) covers both; onnxruntime's intra-op pool threads, when it has them, are not seen.
+        c0 = time.thread_time()
         x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
         t0 = time.perf_counter()
         out = self.runtime.predict(x)
-        return out, time.perf_counter() - t0
+        t1 = time.perf_counter()
+        return out, t1 - t0, time.thread_time() - c0
 
     async def _execute(self, batch: list[_Request]) -> None:
         start = time.perf_counter()
@@ -257,7 +270,7 @@ class DynamicBatcher:
             for r in batch:
                 self.observer.queue_wait(self.name, start - r.enqueued)
         try:
-            outputs, seconds = await run
+            outputs, seconds, cpu_s = await run
         except Exception as exc:  # a failed run fails its requests, never the batcher
             log.exception("inference failed for model %s (batch of %d requests)", self.name, len(batch))
             for r in batch:
@@ -267,6 +280,8 @@ class DynamicBatcher:
         rows = sum(r.x.shape[0] for r in batch)
         if self.observer:
             self.observer.batch(self.name, rows, seconds)
+        if self._cpu_observer is not None:  # the sum of the requests' row shares: see CpuObserver
+            self._cpu_observer.inference_cpu(self.name, cpu_s)
         offset = 0
         for r in batch:
             n = r.x.shape[0]

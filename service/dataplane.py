@@ -14,6 +14,7 @@ import base64
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,12 +23,13 @@ import numpy as np
 
 from service.batching import DynamicBatcher
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServiceError, Unprocessable
-from service.geometry import draw_overlay, rectify_image, region_corners, region_points
+from service.geometry import draw_overlay, rectify_image, region_corners, region_points, to_upload
 from service.metrics import Metrics
 from service.preprocess import (
     Decoded,
     Invert,
     Prepared,
+    border_median,
     decode,
     png_bytes,
     prepare,
@@ -187,9 +189,16 @@ class DataPlane:
         self, data: bytes, spec: ModelSpec, invert: Invert, full: bool
     ) -> tuple[Decoded, Prepared]:
         h, w = spec.input_size
+        stages = self.metrics.stages(spec.name)  # CPU of this thread per stage (stn_stage_cpu_seconds)
+        c0 = time.thread_time()
         # A JPEG is decoded at a reduced DCT scale (>= 4x the model input) unless the full image is needed.
         decoded = decode(data, self.settings.max_image_pixels, None if full else (4 * w, 4 * h))
-        return decoded, prepare(decoded, spec, invert)
+        c1 = time.thread_time()
+        prep = prepare(decoded, spec, invert)
+        stages.decode.inc(c1 - c0)
+        stages.preprocess.inc(time.thread_time() - c1)
+        stages.images.inc()
+        return decoded, prep
 
     async def _infer_one(self, handle: ModelHandle, prep: Prepared) -> dict[str, np.ndarray]:
         out = await handle.batcher.infer(prep.x[None], self.settings.request_timeout_s)
@@ -206,6 +215,8 @@ class DataPlane:
         order = sorted(range(len(p)), key=p.__getitem__, reverse=True)[:k]  # stable: ties keep class order
         labels = spec.labels
         params = out.get(spec.param_output) if spec.param_output else None
+        if params is not None and prep.to_upload is not None and spec.param_output in GEOMETRIC:
+            params = to_upload(params, prep.to_upload)  # letterboxed input -> the upload's own coordinates
         param_list = params.astype(np.float64).tolist() if params is not None else None
         region = None
         if param_list is not None and spec.param_output in GEOMETRIC:
@@ -245,7 +256,10 @@ class DataPlane:
             len(data) > INLINE_DECODE_BYTES, self._decode_prepare, data, spec, invert, False
         )
         out = await self._infer_one(handle, prep)
-        return self._prediction(spec, out, prep, top_k, rectified)
+        c0 = time.thread_time()
+        answer = self._prediction(spec, out, prep, top_k, rectified)
+        self.metrics.stages(spec.name).answer.inc(time.thread_time() - c0)
+        return answer
 
     async def predict_batch(
         self,
@@ -284,9 +298,11 @@ class DataPlane:
         if preps:
             x = np.stack([p.x for _, p in preps])  # (n, 1, H, W)
             out = await handle.batcher.infer(x, self.settings.request_timeout_s)
+            c0 = time.thread_time()
             for row, (i, prep) in enumerate(preps):
                 one = {k: v[row] for k, v in out.items()}
                 items[i]["prediction"] = self._prediction(spec, one, prep, top_k, rectified)
+            self.metrics.stages(spec.name).answer.inc(time.thread_time() - c0)
         return items
 
     async def rectify(
@@ -313,18 +329,22 @@ class DataPlane:
         if size is None and not overlay:
             return png_bytes(rectified_to_pixels(out["rectified"][0], spec, prep.inverted))
         assert spec.param_output is not None
-        params = out[spec.param_output]
+        params = to_upload(out[spec.param_output], prep.to_upload)
         if overlay:
             corners = region_corners(params, *decoded.size)
             return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, corners)))
         assert size is not None
         w, h = size
-        # Sampled in the upload's polarity: the model pads with black in ITS polarity, which is white in an
-        # inverted upload's.
-        fill = 255.0 if prep.inverted else 0.0
 
         def work() -> bytes:
-            return png_bytes(rectify_image(to_gray(decoded.image), params, (h, w), fill))
+            gray = to_gray(decoded.image)
+            if spec.padding == "border":  # the model reads its letterbox fill past the photo's edge
+                fill = float(border_median(np.asarray(gray)))
+            else:
+                # In the upload's polarity: the model pads with black in ITS polarity, which is white in an
+                # inverted upload's.
+                fill = 255.0 if prep.inverted else 0.0
+            return png_bytes(rectify_image(gray, params, (h, w), fill))
 
         return await asyncio.to_thread(work)
 

@@ -23,6 +23,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 INFER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+STAGES = ("decode", "preprocess", "inference", "answer")
+
+STAGE_HELP = (
+    "server CPU seconds by model and stage, from time.thread_time() deltas in the thread that ran the stage: "
+    "decode (service.preprocess.decode) and preprocess (prepare) on every v1 route, inline on the event loop "
+    "or on a worker thread; inference: the batcher thread's CPU for a batch (concatenation + onnxruntime run; "
+    "each request is charged its rows' share, so a batch adds its whole CPU once), v2 tensors included; "
+    "answer: building the v1 predict / batch answer (not its JSON encoding, nor rectify's PNG). onnxruntime's "
+    "own intra-op threads are NOT seen: exact for inference only with STN_INTRA_OP_THREADS=1 (the run then "
+    "executes on the batcher thread); with more, inference is the calling thread's share only"
+)
+
+
+class StageCpu:
+    """A model's stage counters (cached children: nothing is allocated per request)."""
+
+    __slots__ = ("decode", "preprocess", "inference", "answer", "images")
+
+    def __init__(self, counter: Counter, images: Counter, model: str) -> None:
+        self.decode = counter.labels(model, "decode")
+        self.preprocess = counter.labels(model, "preprocess")
+        self.inference = counter.labels(model, "inference")
+        self.answer = counter.labels(model, "answer")
+        self.images = images.labels(model)
 
 
 class Metrics:
@@ -68,6 +92,16 @@ class Metrics:
             "stn_requests_in_flight", "inference requests admitted and not yet answered", registry=r
         )
 
+        self.stage_cpu_s = Counter("stn_stage_cpu_seconds", STAGE_HELP, ["model", "stage"], registry=r)
+        self.stage_images = Counter(
+            "stn_stage_images",
+            "images decoded and prepared by the v1 routes, by model (divide the decode, preprocess and answer "
+            "stages by it; inference by stn_batch_size_sum, which counts v2 tensors too)",
+            ["model"],
+            registry=r,
+        )
+        self._stages: dict[str, StageCpu] = {}
+
         # Labelled children by label values: ``labels()`` costs a lock and a tuple per call, per request.
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -82,6 +116,13 @@ class Metrics:
         self._child(self.requests, route, str(status)).inc()
         self._child(self.latency, route).observe(seconds)
 
+    def stages(self, model: str) -> StageCpu:
+        """``model``'s stage counters, created once."""
+        st = self._stages.get(model)
+        if st is None:
+            st = self._stages[model] = StageCpu(self.stage_cpu_s, self.stage_images, model)
+        return st
+
     # BatchObserver
     def queue_wait(self, model: str, seconds: float) -> None:
         self._child(self.queue_wait_s, model).observe(seconds)
@@ -89,6 +130,10 @@ class Metrics:
     def batch(self, model: str, size: int, seconds: float) -> None:
         self._child(self.batch_size, model).observe(size)
         self._child(self.inference_s, model).observe(seconds)
+
+    def inference_cpu(self, model: str, cpu_s: float) -> None:
+        """The inference thread's CPU seconds for one batch (the sum of its requests' row shares)."""
+        self.stages(model).inference.inc(cpu_s)
 
     def track_queue(self, model: str, depth: Callable[[], int]) -> None:
         """``stn_queue_depth{model}`` reads the queue's length at scrape time."""
