@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# System packages the test suite needs beyond .venv: Debian's chromium for the demo-page browser test.
-# Idempotent: does nothing when chromium is already there; never fails the test run when apt is
-# unavailable (the browser test then skips with its reason).
+# System packages the test suite needs beyond .venv, from Debian:
+# - chromium, for the demo-page browser test;
+# - the fonts of the photo generator (model/photo.py): fonts-dejavu-core, fonts-liberation2 and
+#   fonts-freefont-ttf for training, fonts-urw-base35 held out for the test photos;
+# - wrk, the HTTP load generator of bench/bench_service.py (benchmarks only).
+# Idempotent: installs only what is missing; never fails the test run when apt is unavailable (the tests
+# that need a missing package then skip with their reason).
 set -u
 
-if [ -x /usr/bin/chromium ]; then
+PACKAGES="chromium fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 wrk"
+missing=""
+for p in $PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup_system: no apt-get; the browser test will skip (no chromium)" >&2
+    echo "setup_system: no apt-get; missing:$missing (the tests that need them will skip)" >&2
     exit 0
 fi
 SUDO=""
 if [ "$(id -u)" != "0" ]; then
     if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
-        echo "setup_system: not root and no sudo; the browser test will skip (no chromium)" >&2
+        echo "setup_system: not root and no sudo; missing:$missing (the tests that need them will skip)" >&2
         exit 0
     fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium; }; then
-    echo "setup_system: installing chromium failed; the browser test will skip" >&2
+# shellcheck disable=SC2086
+if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing; }; then
+    echo "setup_system: installing$missing failed; the tests that need them will skip" >&2
 fi
 exit 0
