@@ -197,7 +197,7 @@ def test_bad_settings_fail_at_start(field: str, value: object) -> None:
 def test_defaults() -> None:
     s = Settings()
     assert s.model_repository == (ROOT / "service" / "model_repository").resolve()
-    assert (s.host, s.port, s.default_model, s.provider) == ("127.0.0.1", 8000, "stn_rts", "auto")
+    assert (s.host, s.port, s.default_model, s.provider) == ("127.0.0.1", 8000, "stn_photo", "auto")
     assert s.max_body_bytes == 10 * 1024 * 1024 and s.max_image_pixels == 40_000_000
 
 

@@ -188,3 +188,25 @@ def test_photo_rectify_and_overlay(photo_client: TestClient, photos: list) -> No
     r = photo_client.post("/v1/rectify?overlay=true", content=p.data, headers={"content-type": "image/jpeg"})
     assert r.status_code == 200
     assert Image.open(io.BytesIO(r.content)).size == p.size
+
+
+def test_real_stn_serve_reads_rendered_photos(photos: list, tmp_path: Path) -> None:
+    """A real ``stn-serve`` process on the bundled repository, photos posted over HTTP as a phone would."""
+    import httpx
+    from svc_helpers import stn_serve
+
+    bundled_photo()
+    with stn_serve(tmp_path, "--model-repository", str(BUNDLED), "--provider", "cpu", "--intra-op-threads",
+                   "1") as s:
+        right = 0
+        for p in photos[::3]:  # one of each condition
+            r = httpx.post(s.url + "/v1/predict", content=p.data, headers={"content-type": "image/jpeg"},
+                           timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == "stn_photo"
+            right += int(r.json()["label"]) == p.label
+        heic = _heic(Image.open(io.BytesIO(photos[1].data)))
+        r = httpx.post(s.url + "/v1/predict", content=heic, headers={"content-type": "image/heic"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["image_size"] == list(photos[1].size)
+    assert right >= len(photos[::3]) - 1, f"{right} of {len(photos[::3])} read"
