@@ -20,8 +20,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import shlex
 import sys
 import time
@@ -39,6 +37,7 @@ from model.checkpoint import save_checkpoint
 from model.nets import build_model, count_params, full_config
 from model.photo import TRAIN_FONT_DIRS, PhotoGenerator, example, fixed_set, font_files
 from model.photo_net import PhotoSTN
+from model.train import hardware, merge_options
 
 log = logging.getLogger("stn-train-photo")
 
@@ -119,19 +118,6 @@ def evaluate(model: PhotoSTN, val: tuple[Tensor, Tensor, Tensor], batch: int = 2
     return {"val_error": wrong / len(y), "val_corner": dist / len(y)}
 
 
-def hardware() -> dict[str, Any]:
-    hw: dict[str, Any] = {"device": "cpu", "platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads(), "torch": str(torch.__version__)}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                hw["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return hw
-
-
 def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     torch.set_num_threads(int(opts["threads"]))
     torch.manual_seed(opts["seed"])
@@ -193,7 +179,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
         (out / "history.json").write_text(json.dumps(history, indent=1))
     summary = {"name": "photo", "params": count_params(model), "best_val_error": best, "history": history,
                "opts": opts, "command": command, "wall_time_s": time.perf_counter() - wall0,
-               "cpu_time_s_main": time.process_time() - cpu0, "hardware": hardware()}
+               "cpu_time_s_main": time.process_time() - cpu0, "hardware": hardware(torch.device("cpu"))}
     (out / "train.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -206,18 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", type=Path)
     for k, v in OPTS.items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v))
-    args = p.parse_args(argv)
-    opts = dict(OPTS)
-    if args.config:
-        file_opts = json.loads(args.config.read_text())
-        unknown = set(file_opts) - set(opts)
-        if unknown:
-            p.error(f"{args.config}: unknown options {sorted(unknown)}")
-        opts.update(file_opts)
-    for k in OPTS:
-        v = getattr(args, k)
-        if v is not None:
-            opts[k] = v
+    opts = merge_options(p, p.parse_args(argv), OPTS)
     summary = train(opts, "stn-train-photo " + shlex.join(argv))
     print(json.dumps({k: summary[k] for k in ("name", "params", "best_val_error", "wall_time_s")}))
 

@@ -90,18 +90,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse.
     p.add_argument("--stop-after", type=int, help="stop this invocation after N epochs (resume later)")
     p.add_argument("--resume", type=Path, help="continue from a last.ckpt")
     args = p.parse_args(argv)
-    opts = dict(TRAIN_DEFAULTS)
+    return merge_options(p, args, TRAIN_DEFAULTS), args
+
+
+def merge_options(p: argparse.ArgumentParser, args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults``, then the ``--config`` JSON file (an unknown key is an error), then the flags given."""
+    opts = dict(defaults)
     if args.config:
         file_opts = json.loads(args.config.read_text())
         unknown = set(file_opts) - set(opts)
         if unknown:
             p.error(f"{args.config}: unknown options {sorted(unknown)}")
         opts.update(file_opts)
-    for key in TRAIN_DEFAULTS:
+    for key in defaults:
         value = getattr(args, key, None)
         if value is not None:
             opts[key] = str(value) if isinstance(value, Path) else value
-    return opts, args
+    return opts
 
 
 def pick_device(name: str) -> torch.device:
