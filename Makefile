@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint train-rts train-tc train-photo export export-photo bench eval-photo clean
+.PHONY: serve test lint train-rts train-tc train-photo export export-photo bench bench-reliability bench-gpu eval-photo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,13 @@ export: $(VENV)/.dev export-photo
 # The photo model's sampler reads a 256-px input: its rectified parity bound is 5e-4 (docs/export.md).
 export-photo: $(VENV)/.dev
 	$(BIN)/stn-export runs/photo/best.ckpt --out service/model_repository --name stn_photo --tol-rectified 5e-4
+
+bench-reliability: $(VENV)/.dev
+	$(BIN)/python bench/reliability.py
+
+# On a machine with an NVIDIA GPU and onnxruntime-gpu (docs/export.md, "GPU placement check").
+bench-gpu: $(VENV)/.dev
+	$(BIN)/python bench/gpu_placement.py --model-repo service/model_repository --out bench/results/gpu_placement
 
 # Held-out photos through a real stn-serve: stn_photo, the classical anchor, stn_rts (bench/photo_eval.py).
 eval-photo: $(VENV)/.dev

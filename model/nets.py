@@ -49,6 +49,15 @@ def full_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_input(x: Tensor, cfg: dict[str, Any]) -> None:
+    """The model's boundary: ``x`` must be ``(B, C, H, W)`` as the config says, else a ValueError saying what
+    arrived (rather than a matmul error deep inside)."""
+    c = int(cfg["in_channels"])
+    h, w = cfg["input_size"]
+    if x.dim() != 4 or tuple(x.shape[1:]) != (c, int(h), int(w)):
+        raise ValueError(f"input must be (B, {c}, {h}, {w}), got {tuple(x.shape)}")
+
+
 def _conv_out(n: int) -> int:
     # 5x5 conv with padding 2 keeps the size; 2x2 max-pool floors it.
     return n // 2
@@ -147,6 +156,7 @@ class STCNN(nn.Module):
         return ["logits", param_name, "rectified"]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        check_input(x, self.config)
         rectified, params = self.stn(x)
         return self.classifier(rectified), params, rectified
 
@@ -171,6 +181,7 @@ class BaselineCNN(nn.Module):
     theta_id: Tensor  # (1, 2, 3) buffer
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        check_input(x, self.config)
         theta = self.theta_id.expand(x.shape[0], 2, 3)
         grid = affine_grid(theta, self.output_size)
         rectified = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros",

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.nets import Classifier
+from model.nets import Classifier, check_input
 from model.transforms import affine_grid
 
 EPS = 1e-4
@@ -125,11 +125,6 @@ class PhotoSTN(nn.Module):
         self.classifier = Classifier(1, self.out_hw, cfg["cls_channels"], cfg["cls_hidden"], cfg["num_classes"],
                                      cfg["dropout"])
 
-    def check_input(self, x: Tensor) -> None:
-        s = self.input_side
-        if x.dim() != 4 or tuple(x.shape[1:]) != (1, s, s):
-            raise ValueError(f"input must be (B, 1, {s}, {s}), got {tuple(x.shape)}")
-
     def sample(self, x: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
         grid = affine_grid(theta, size)  # (B, h, w, 2)
         # Border padding: outside the photo reads as its edge (the letterbox fill), not as black.
@@ -137,7 +132,7 @@ class PhotoSTN(nn.Module):
 
     def locate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> heat (B, n*n), centre (B, 2), log half-size (B,), theta (B, 2, 3)."""
-        self.check_input(x)
+        check_input(x, self.config)
         view = standardise(F.avg_pool2d(x, self.input_side // self.view), flip=False)
         heat, centre, log_a = self.coarse(view)
         a2 = 2.0 * torch.exp(log_a)  # the glimpse's half-side: twice the crop's

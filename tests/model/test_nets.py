@@ -88,3 +88,15 @@ def test_unknown_config_key() -> None:
 def test_unknown_arch() -> None:
     with pytest.raises(ValueError, match="unknown arch 'resnet'"):
         build_model({"arch": "resnet"})
+
+
+@pytest.mark.parametrize("arch", ["stcnn", "cnn"])
+def test_models_check_their_input(arch: str) -> None:
+    """A wrong input says what arrived, at the boundary, each check on its own fresh input."""
+    model = build_model({"arch": arch, "input_size": [42, 42]}).eval()
+    with pytest.raises(ValueError, match=r"input must be \(B, 1, 42, 42\), got \(2, 1, 60, 60\)"):
+        model(torch.zeros(2, 1, 60, 60))
+    with pytest.raises(ValueError, match=r"got \(2, 3, 42, 42\)"):
+        model(torch.zeros(2, 3, 42, 42))
+    with pytest.raises(ValueError, match=r"got \(1, 42, 42\)"):
+        model(torch.zeros(1, 42, 42))
