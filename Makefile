@@ -50,9 +50,11 @@ export: $(VENV)/.dev export-photo
 	$(BIN)/stn-export runs/rts_affine/best.ckpt --out service/model_repository --name stn_rts
 	$(BIN)/stn-export runs/tc_affine/best.ckpt --out service/model_repository --name stn_tc
 
-# The photo model's sampler reads a 256-px input: its rectified parity bound is 5e-4 (docs/export.md).
+# The photo model's parity bounds are wider (docs/export.md: its polarity flip is a sign, and its sampler
+# reads a 256-px input); argmax agreement and the test error must still match exactly.
 export-photo: $(VENV)/.dev
-	$(BIN)/stn-export runs/photo/best.ckpt --out service/model_repository --name stn_photo --tol-rectified 5e-4
+	$(BIN)/stn-export runs/photo/best.ckpt --out service/model_repository --name stn_photo \
+		--tol-logits 2e-2 --tol-params 5e-5 --tol-rectified 5e-3
 
 bench-reliability: $(VENV)/.dev
 	$(BIN)/python bench/reliability.py

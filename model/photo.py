@@ -14,8 +14,8 @@ surface             plain paper 0.50, ruled 0.17, squared 0.13, board (light on 
                     MNIST-style canvas (white on black, no noise, PNG) 0.08
 paper               level 165-250; texture: smooth blotches of amplitude 0-10 (levels of 255)
 ruled / squared     line spacing 3.5-9 % of the frame's height (squared: same spacing both ways), lines
-                    1-2 px, light blue or grey, 25-60 % darker than the paper; a red margin line with
-                    probability 0.4 (ruled)
+                    1-2 px, 25-60 % darker than the paper; a margin line (a red one's luminance, 60 % of
+                    the paper's) with probability 0.4 (ruled)
 board               level 15-75 (a dark green, grey or black board's luminance), smudges of 0-18
 illumination        multiplied: a linear gradient of strength 0-0.45 in any direction, a vignette of
                     0-0.35, and with probability 0.35 a soft shadow (a half-plane darkened by 15-45 %,
@@ -36,7 +36,8 @@ marks               with probability 0.6 (0.9 on ruled or squared paper), 1-5 ma
                     digit (another MNIST-train digit at the same scale, its centre 0.3-1.1 half-heights
                     beyond an edge of the frame, so that only a side of it shows); none reaches into
                     the circle of radius 0.8 * crop side around the digit
-sensor noise        Gaussian, σ 0-7 levels
+sensor noise        Gaussian, σ 0-7 levels (photos are rendered in luminance only: the service decodes a
+                    JPEG's luminance for the model, so colour would cost three times the work unseen)
 blur                Gaussian, radius 0-1.6 px
 JPEG                quality 55-95 (canvas: PNG)
 EXIF                (condition ``exif`` only) the pixels stored rotated or mirrored, with the EXIF
@@ -452,7 +453,7 @@ def photo_input(data: bytes, side: int) -> tuple[np.ndarray, tuple[float, float,
     w, h = src.size
     if src.getexif().get(0x0112, 1) in (5, 6, 7, 8):
         w, h = h, w
-    src.draft("L", (4 * side, 4 * side))  # as the service decodes
+    src.draft("L", (2 * side, 2 * side))  # as the service decodes (service.dataplane.DRAFT)
     img = ImageOps.exif_transpose(src) or src
     gray = img.convert("L")
     full = (w, h)

@@ -153,6 +153,22 @@ def eval_tables(ev: dict[str, Any]) -> list[str]:
                      for s in ("stn_photo", "stn_rts")]
             lines.append(f"| {kind} | {r['n']:,} | " + " | ".join(cells) + " |")
         lines.append("")
+    goals = {"large": 0.01, "medium": 0.01, "exif": 0.01, "small": 0.02, "printed": 0.02, "ruled": 0.02,
+             "dark": 0.02}
+    lines += ["**Against the photo issue's goals** (error through HTTP; below the classical anchor on every "
+              "condition):", "", "| condition | goal | " + " | ".join(f"set {k}" for k in ev["sets"]) + " |",
+              "| --- | --- |" + " --- |" * len(ev["sets"])]
+    for cond, goal in goals.items():
+        cells = []
+        for conds in ev["sets"].values():
+            r = conds.get(cond)
+            if r is None:
+                cells.append("")
+                continue
+            ok = r["stn_photo"]["error"] <= goal and r["stn_photo"]["error"] < r["classical"]["error"]
+            cells.append(f"{100 * r['stn_photo']['error']:.1f} % {'met' if ok else '**not met**'}")
+        lines.append(f"| {cond} | ≤ {100 * goal:.0f} % | " + " | ".join(cells) + " |")
+    lines.append("")
     lines += [f"Region ok: the answer's `region` covers ≥ 90 % of the digit's ink box and its area is at most 6 "
               f"times the square on the box's longer side. Command: `{ev['command']}` ({ev['date']}).", ""]
     return lines
@@ -230,7 +246,8 @@ def render(card: dict[str, Any]) -> str:
         "",
         "```",
         str(card["command"]),
-        f"python -m model.photo_card {t['out']} --eval bench/results/photo_eval_<stamp>.json",
+        "make export-photo && make eval-photo",
+        f"python -m model.photo_card {t['out']} --eval bench/results/photo_eval_<stamp>.json && make export-photo",
         "```",
         "",
         "Training options: `" + json.dumps(t, sort_keys=True) + "`",
@@ -239,6 +256,17 @@ def render(card: dict[str, Any]) -> str:
     if card.get("photo_eval"):
         lines += ["## Results", ""] + eval_tables(card["photo_eval"])
     lines += [
+        "## Known limitations",
+        "",
+        "- Distractors it was not trained on: the generator draws straight pen strokes, dots and neighbouring "
+        "digits cut by the frame's edge. Set B's ruled photos also have scribbles (several joined strokes) and "
+        "neighbouring digits of which more shows; on those the coarse stage sometimes attends to the "
+        "scribble or the neighbour (18 of the first 200 set-B ruled photos misread, most of them that way, "
+        "looked at by eye with the checkpoint), which is most of that condition's error.",
+        "- One digit per photo: with two whole digits in view it reads one of them.",
+        "- The photo's luminance only (as the service decodes it): a digit that differs from its paper in "
+        "colour but not in brightness is invisible to it.",
+        "",
         "## Data",
         "",
         f"- Training: {card['data']['train']}; validation: {card['data']['validation']}.",

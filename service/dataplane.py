@@ -47,6 +47,7 @@ T = TypeVar("T")
 # Bodies larger than this are decoded on a worker thread (Pillow releases the GIL while decoding); small
 # ones inline, where a thread hop would cost more than the decode.
 INLINE_DECODE_BYTES = 64 * 1024
+DRAFT = 2  # JPEG draft decoding: at least this many times the model input's size
 GEOMETRIC = ("theta", "homography")
 
 
@@ -191,8 +192,11 @@ class DataPlane:
         h, w = spec.input_size
         stages = self.metrics.stages(spec.name)  # CPU of this thread per stage (stn_stage_cpu_seconds)
         c0 = time.thread_time()
-        # A JPEG is decoded at a reduced DCT scale (>= 4x the model input) unless the full image is needed.
-        decoded = decode(data, self.settings.max_image_pixels, None if full else (4 * w, 4 * h))
+        # A JPEG is decoded at a reduced DCT scale (>= 2x the model input: the DCT scaling averages, and the
+        # resize after it averages again) unless the full image is needed. 4x cost the photo model 5.5 ms of
+        # decode and 4.3 of resize per 1600x1200 photo (bench/results/service_20261201-2235.md), for a
+        # 256-px input that 2x serves as well.
+        decoded = decode(data, self.settings.max_image_pixels, None if full else (DRAFT * w, DRAFT * h))
         c1 = time.thread_time()
         prep = prepare(decoded, spec, invert)
         stages.decode.inc(c1 - c0)

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from service import preprocess
 from service.app import create_app
+from service.dataplane import DRAFT
 from service.errors import UnsupportedMediaType
 from service.geometry import region_corners, to_upload
 from service.preprocess import decode, prepare
@@ -82,7 +83,7 @@ def test_service_letterbox_is_the_training_one() -> None:
     bodies = [jpeg(i) for i in noise] + [jpeg(noise[0].transpose(Image.Transpose.ROTATE_90), exif=exif.tobytes())]
     for body in bodies:
         x_train, _ = photo.photo_input(body, 256)
-        x_serve = prepare(decode(body, 10**8, (1024, 1024)), SPEC).x[0]
+        x_serve = prepare(decode(body, 10**8, (DRAFT * 256, DRAFT * 256)), SPEC).x[0]
         np.testing.assert_allclose(x_serve, x_train, atol=1e-6)
 
 
