@@ -81,7 +81,10 @@ CUDA_OPS = frozenset({
 })
 METADATA_KEYS = ("stn.labels", "stn.input_size", "stn.output_size", "stn.mean", "stn.std", "stn.polarity",
                  "stn.transform", "stn.param_output", "stn.num_classes", "stn.dataset", "stn.test_error",
-                 "stn.version", "stn.resize", "stn.padding")
+                 "stn.version")
+# Written on every export since the photo model; a model without them is read with their defaults
+# (stretch, zeros), which is what every model exported before them does.
+OPTIONAL_METADATA_KEYS = ("stn.resize", "stn.padding")
 
 
 class ExportError(RuntimeError):

@@ -26,6 +26,8 @@ def test_bundled_model(path: Path | None) -> None:
     validate_entry(entry)
     meta = read_metadata(onnx.load(str(path)))
     assert set(METADATA_KEYS) <= set(meta)
+    assert meta.get("stn.resize", "stretch") in ("stretch", "letterbox")
+    assert meta.get("stn.padding", "zeros") in ("zeros", "border")
     labels = json.loads(meta["stn.labels"])
     h, w = (int(v) for v in meta["stn.input_size"].split(","))
     assert meta["stn.version"].endswith(f":{entry.name}")

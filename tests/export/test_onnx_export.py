@@ -15,6 +15,7 @@ from export.onnx_export import (
     CUDA_OPS,
     METADATA_KEYS,
     OPSET,
+    OPTIONAL_METADATA_KEYS,
     ExportError,
     check_graph,
     expected_io,
@@ -99,7 +100,8 @@ def test_output_shapes_and_dtypes(exported) -> None:
 def test_metadata_present_and_parses(exported) -> None:
     _, _, _, path, _ = exported("tps")
     meta = read_metadata(onnx.load(str(path)))
-    assert set(METADATA_KEYS) <= set(meta)
+    assert set(METADATA_KEYS) <= set(meta) and set(OPTIONAL_METADATA_KEYS) <= set(meta)
+    assert (meta["stn.resize"], meta["stn.padding"]) == ("stretch", "zeros")
     assert json.loads(meta["stn.labels"]) == [str(i) for i in range(10)]
     assert tuple(int(v) for v in meta["stn.input_size"].split(",")) == (42, 42)
     assert tuple(int(v) for v in meta["stn.output_size"].split(",")) == (28, 28)

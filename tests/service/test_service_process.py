@@ -283,7 +283,7 @@ def test_sigterm_drains_in_flight_requests(toy_repo: Path, tmp_path: Path) -> No
 
 
 def test_stn_serve_without_arguments_serves_the_bundled_models(tmp_path: Path) -> None:
-    if not (bundled_has("stn_rts") and bundled_has("stn_tc")):
+    if not (bundled_has("stn_rts") and bundled_has("stn_tc") and bundled_has("stn_photo")):
         pytest.skip("the trained models are not exported to service/model_repository yet")
     exe = Path(sys.executable).with_name("stn-serve")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
@@ -292,8 +292,8 @@ def test_stn_serve_without_arguments_serves_the_bundled_models(tmp_path: Path) -
         env["STN_MODEL_REPOSITORY"] = str(BUNDLED)
     with stn_serve(tmp_path, command=command, env=env) as s:
         models = httpx.get(s.url + "/v1/models").json()
-        assert models["default_model"] == "stn_rts"
-        assert {"stn_rts", "stn_tc"} <= {m["name"] for m in models["models"]}
+        assert models["default_model"] == "stn_photo"
+        assert {"stn_photo", "stn_rts", "stn_tc"} <= {m["name"] for m in models["models"]}
 
 
 def test_several_workers_with_a_token(toy_repo: Path, tmp_path: Path) -> None:
