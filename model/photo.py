@@ -34,8 +34,10 @@ ink                 any dark colour, as its luminance: 5-45 % of the paper's lev
 marks               with probability 0.6 (0.9 on ruled or squared paper), 1-5 marks, each a short stroke
                     (length 5-30 % of the shorter side, width 1-4 px), a dot, or part of a neighbouring
                     digit (another MNIST-train digit at the same scale, its centre 0.3-1.1 half-heights
-                    beyond an edge of the frame, so that only a side of it shows); none reaches into
-                    the circle of radius 0.8 * crop side around the digit
+                    beyond an edge of the frame, so that only a side of it shows); with
+                    ``scribbles`` = p, a share p of the strokes are scribbles instead (3-8 joined
+                    strokes spanning 0.4-1 times the digit's size); none reaches into the circle of
+                    radius 0.8 * crop side around the digit
 sensor noise        Gaussian, σ 0-7 levels (photos are rendered in luminance only: the service decodes a
                     JPEG's luminance for the model, so colour would cost three times the work unseen)
 blur                Gaussian, radius 0-1.6 px
@@ -232,10 +234,15 @@ class PhotoGenerator:
     """Renders photos of digits. ``images`` (N, 28, 28) uint8 and ``labels`` are the MNIST digits to draw
     from (MNIST-train for training, MNIST-test for held-out sets); ``fonts`` the printed-digit fonts."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, fonts: list[str]) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, fonts: list[str], scribbles: float = 0.0) -> None:
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"images must be (N, 28, 28), got {images.shape}")
+        if not 0.0 <= scribbles <= 1.0:
+            raise ValueError(f"scribbles must be a probability, got {scribbles}")
         self.images, self.labels, self.fonts = images, labels, fonts
+        # The share of stroke marks drawn as scribbles instead (0: none, and the same random stream as
+        # before scribbles existed, so photos drawn without them are unchanged).
+        self.scribbles = scribbles
 
     def render(self, rng: np.random.Generator, condition: str | None = None) -> Photo:
         if condition is not None and condition not in CONDITIONS:
@@ -378,6 +385,8 @@ class PhotoGenerator:
         cx, cy = center
         for _ in range(n):
             kind = rng.choice(["stroke", "stroke", "dot", "neighbour"])
+            if self.scribbles and kind == "stroke" and rng.random() < self.scribbles:
+                kind = "scribble"
             for _ in range(20):  # a place away from the digit
                 if kind == "neighbour":
                     # Part of a neighbouring digit: its centre just beyond an edge of the frame, so that a
@@ -392,7 +401,13 @@ class PhotoGenerator:
                     break
             else:
                 continue
-            if kind == "stroke":
+            if kind == "scribble":
+                # A squiggle of joined strokes the size of a digit: what a pen leaves when it tries itself.
+                size = rng.uniform(0.4, 1.0) * keep_out / 0.8 / CROP_PER_INK  # about a digit's ink size
+                pts = [(mx + rng.uniform(-size, size) / 2, my + rng.uniform(-size, size) / 2)
+                       for _ in range(int(rng.integers(3, 9)))]
+                draw.line(pts, fill=255, width=int(rng.integers(1, 5)), joint="curve")
+            elif kind == "stroke":
                 length = rng.uniform(0.05, 0.3) * short
                 phi = rng.uniform(0, math.pi)
                 dx, dy = math.cos(phi) * length / 2, math.sin(phi) * length / 2

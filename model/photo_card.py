@@ -176,6 +176,9 @@ def eval_tables(ev: dict[str, Any]) -> list[str]:
 
 def write(run: Path, eval_path: Path | None) -> dict[str, Any]:
     train = json.loads((run / "train.json").read_text())
+    phases = [train]
+    while phases[0]["opts"].get("init"):  # a fine-tuning run: its starting point's run first
+        phases.insert(0, json.loads((Path(phases[0]["opts"]["init"]).parent / "train.json").read_text()))
     model, ckpt = load_checkpoint(run / "best.ckpt")
     model.eval()
     cfg = ckpt["config"]
@@ -191,9 +194,12 @@ def write(run: Path, eval_path: Path | None) -> dict[str, Any]:
         "test_set": f"{n:,} photos drawn once by model.photo.test_set (MNIST-test digits, fonts-urw-base35, "
                     f"seed {photo.TEST_SEED}, the conditions in turn)",
         "val_error": best["val_error"], "best_epoch": best["epoch"], "epochs": len(history),
-        "params": count_params(model), "wall_time_s": round(train["wall_time_s"], 1),
-        "cpu_time_s_main": round(train["cpu_time_s_main"], 1), "hardware": train["hardware"],
-        "command": train["command"], "training": train["opts"], "model_config": cfg, "history": history,
+        "params": count_params(model), "wall_time_s": round(sum(p["wall_time_s"] for p in phases), 1),
+        "cpu_time_s_main": round(sum(p["cpu_time_s_main"] for p in phases), 1), "hardware": train["hardware"],
+        "command": " && ".join(p["command"] for p in phases), "commands": [p["command"] for p in phases],
+        "phases": [{"command": p["command"], "opts": p["opts"], "wall_time_s": round(p["wall_time_s"], 1),
+                    "best_val_error": p["best_val_error"], "epochs": len(p["history"])} for p in phases],
+        "training": train["opts"], "model_config": cfg, "history": history,
         "data": {"source": "MNIST (LeCun, Cortes, Burges)", "checksums_sha256": ckpt["data"]["checksums"],
                  "train": "photos of MNIST-train digits 0-54,999 and of the training fonts, drawn fresh every step",
                  "validation": "1,600 photos of MNIST-train digits 55,000-59,999, drawn once (model selection)"},
@@ -232,20 +238,28 @@ def render(card: dict[str, Any]) -> str:
         f"- Fixed test set ({card['test_set']}): **{_pct(card['test_error'])}** "
         f"({card['test_errors']} of {card['test_n']:,}); never used for training or model selection.",
         f"- Validation error {_pct(card['val_error'])} (best epoch {card['best_epoch']} of {card['epochs']}).",
-        f"- Trained on the CPU: {card['wall_time_s'] / 60:.1f} min wall on {hw.get('cpu', hw['platform'])} "
+        f"- Trained on the CPU: {card['wall_time_s'] / 60:.1f} min wall in all on {hw.get('cpu', hw['platform'])} "
         f"({hw['cpu_count']} cores: {t['threads']} torch thread + {t['workers']} photo-rendering worker "
-        f"processes), torch {hw['torch']}.",
+        f"processes), torch {hw['torch']}"
+        + ("; in phases: " + "; ".join(f"{p['wall_time_s'] / 60:.1f} min, {p['epochs']} epochs, best validation "
+                                       f"{_pct(p['best_val_error'])}" for p in card["phases"])
+           if len(card["phases"]) > 1 else "") + ".",
         "- Training: cross-entropy on the crop the transformer chose, plus the generator's digit box as "
         "supervision of the localisation (the crop's corners relative to its size, the coarse centre and "
         "log-size, a cross-entropy of the heat map against the true cell), plus cross-entropy on the true "
         "crop with a weight falling from 1 to 0 over the first half (so the classifier learns while the "
         "localisation is still poor). AdamW, one-cycle schedule, batch "
-        f"{t['batch_size']}, {t['epochs']} × {t['steps_per_epoch']} steps, peak learning rate {t['lr']}.",
+        + ", then ".join(f"{p['opts']['batch_size']}, {p['opts']['epochs']} × {p['opts']['steps_per_epoch']} "
+                                  f"steps at a peak learning rate of {p['opts']['lr']}"
+                                  + (f", scribbles {p['opts']['scribbles']}" if p["opts"].get("scribbles") else "")
+                                  for p in card["phases"]) + "."
+        + (" The second phase starts from the first's best weights, draws a share of the pen strokes as "
+           "scribbles, and leaves out the true-crop term." if len(card["phases"]) > 1 else ""),
         "",
         "Reproduce:",
         "",
         "```",
-        str(card["command"]),
+        *card["commands"],
         "make export-photo && make eval-photo",
         f"python -m model.photo_card {t['out']} --eval bench/results/photo_eval_<stamp>.json && make export-photo",
         "```",

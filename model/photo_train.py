@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model import data as mnist
-from model.checkpoint import save_checkpoint
+from model.checkpoint import read_checkpoint, save_checkpoint
 from model.nets import build_model, count_params, full_config
 from model.photo import TRAIN_FONT_DIRS, PhotoGenerator, example, fixed_set, font_files
 from model.photo_net import PhotoSTN
@@ -47,6 +47,9 @@ OPTS: dict[str, Any] = {
     "epochs": 14, "steps_per_epoch": 400, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4,
     "label_smoothing": 0.05, "loc_weight": 1.0, "seed": 0, "threads": 1, "workers": 2, "val_photos": 1600,
     "input_size": 256, "output_size": 32, "out": "runs/photo",
+    # Fine-tuning: start from a checkpoint's weights (empty: from scratch); the share of pen strokes drawn as
+    # scribbles (model.photo.PhotoGenerator).
+    "init": "", "scribbles": 0.0,
 }
 OUT_CORNERS = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])  # (4, 3)
 
@@ -57,14 +60,16 @@ def digits(data: dict[str, Any], part: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Photos(IterableDataset):
-    def __init__(self, images: np.ndarray, labels: np.ndarray, side: int, seed: int, epoch: int) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, side: int, seed: int, epoch: int,
+                 scribbles: float = 0.0) -> None:
         self.images, self.labels, self.side, self.seed, self.epoch = images, labels, side, seed, epoch
+        self.scribbles = scribbles
 
     def __iter__(self) -> Any:
         info = get_worker_info()
         wid = info.id if info else 0
         rng = np.random.default_rng([self.seed, self.epoch, wid])
-        gen = PhotoGenerator(self.images, self.labels, font_files(TRAIN_FONT_DIRS))
+        gen = PhotoGenerator(self.images, self.labels, font_files(TRAIN_FONT_DIRS), self.scribbles)
         while True:
             x, y, t = example(gen, rng, self.side)
             yield torch.from_numpy(x)[None], y, torch.from_numpy(t)
@@ -130,6 +135,9 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
                        "output_size": [opts["output_size"]] * 2, "mean": 0.0, "std": 1.0})
     model = build_model(cfg)
     assert isinstance(model, PhotoSTN)
+    if opts["init"]:
+        model.load_state_dict(read_checkpoint(opts["init"])["state_dict"])
+        log.info("weights from %s", opts["init"])
     t0 = time.perf_counter()
     val = val_set(data, int(opts["val_photos"]), side)
     log.info("validation set: %d photos in %.0fs", len(val[1]), time.perf_counter() - t0)
@@ -143,13 +151,16 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     step = 0
     for epoch in range(opts["epochs"]):
-        loader = DataLoader(Photos(images, labels, side, opts["seed"], epoch), batch_size=opts["batch_size"],
+        loader = DataLoader(Photos(images, labels, side, opts["seed"], epoch, opts["scribbles"]),
+                            batch_size=opts["batch_size"],
                             num_workers=opts["workers"], persistent_workers=False, prefetch_factor=4
                             if opts["workers"] else None)
         sums: dict[str, float] = {}
         correct = seen = 0
         for _, (x, y, t) in zip(range(opts["steps_per_epoch"]), loader, strict=False):
-            gt_weight = max(0.0, 1.0 - step / (0.5 * total))
+            # From scratch, the true crop's cross-entropy fades out over the first half; a fine-tuning run
+            # (init) starts from a classifier that has long learned it.
+            gt_weight = 0.0 if opts["init"] else max(0.0, 1.0 - step / (0.5 * total))
             loss, parts, logits = losses(model, x, y, t, opts, gt_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()

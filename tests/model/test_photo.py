@@ -204,3 +204,18 @@ def test_crop_is_differentiable_in_theta() -> None:
     x = torch.rand(1, 1, 128, 128, dtype=torch.float64)
     theta = torch.tensor([[[0.3, 0.1, 0.2], [-0.1, 0.3, -0.1]]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: model.sample(x, t, (8, 8)), (theta,))
+
+
+def test_scribbles_are_an_option_that_leaves_the_default_unchanged(gen: PhotoGenerator) -> None:
+    """scribbles=0 draws the very same photos as before the option existed (same random stream); a share
+    above 0 changes some of them; out of [0, 1] is refused."""
+    plain = PhotoGenerator(gen.images, gen.labels, gen.fonts)
+    zero = PhotoGenerator(gen.images, gen.labels, gen.fonts, scribbles=0.0)
+    many = PhotoGenerator(gen.images, gen.labels, gen.fonts, scribbles=1.0)
+    a = [plain.render(np.random.default_rng(i), "ruled").data for i in range(6)]
+    b = [zero.render(np.random.default_rng(i), "ruled").data for i in range(6)]
+    c = [many.render(np.random.default_rng(i), "ruled").data for i in range(6)]
+    assert a == b
+    assert any(x != y for x, y in zip(a, c, strict=True))
+    with pytest.raises(ValueError, match="scribbles must be a probability"):
+        PhotoGenerator(gen.images, gen.labels, gen.fonts, scribbles=1.5)
