@@ -272,11 +272,13 @@ def render(card: dict[str, Any]) -> str:
     lines += [
         "## Known limitations",
         "",
-        "- Distractors it was not trained on: the generator draws straight pen strokes, dots and neighbouring "
-        "digits cut by the frame's edge. Set B's ruled photos also have scribbles (several joined strokes) and "
-        "neighbouring digits of which more shows; on those the coarse stage sometimes attends to the "
-        "scribble or the neighbour (18 of the first 200 set-B ruled photos misread, most of them that way, "
-        "looked at by eye with the checkpoint), which is most of that condition's error.",
+        "- Distractors: set B's ruled photos have scribbles (several joined strokes) and neighbouring digits "
+        "of which more shows than the training generator draws; on those the coarse stage sometimes attends "
+        "to the scribble or the neighbour instead of the digit. With the first phase's weights, 18 of the "
+        "first 200 set-B ruled photos were misread, most of them that way (looked at by eye); the second "
+        "phase, which adds scribbles to the training marks, brought the condition from 10.1 % to 8.1 % "
+        "(`bench/results/photo_eval_20261201-2230.md` and `-2326.md`). It is still most of that condition's "
+        "error.",
         "- One digit per photo: with two whole digits in view it reads one of them.",
         "- The photo's luminance only (as the service decodes it): a digit that differs from its paper in "
         "colour but not in brightness is invisible to it.",
