@@ -403,8 +403,8 @@ class PhotoGenerator:
                 continue
             if kind == "scribble":
                 # A squiggle of joined strokes the size of a digit: what a pen leaves when it tries itself.
-                size = rng.uniform(0.4, 1.0) * keep_out / 0.8 / CROP_PER_INK  # about a digit's ink size
-                pts = [(mx + rng.uniform(-size, size) / 2, my + rng.uniform(-size, size) / 2)
+                span = float(rng.uniform(0.4, 1.0)) * keep_out / 0.8 / CROP_PER_INK  # about a digit's ink size
+                pts = [(float(mx + rng.uniform(-span, span) / 2), float(my + rng.uniform(-span, span) / 2))
                        for _ in range(int(rng.integers(3, 9)))]
                 draw.line(pts, fill=255, width=int(rng.integers(1, 5)), joint="curve")
             elif kind == "stroke":
