@@ -105,7 +105,7 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
     """
     if not data:
         raise InvalidInput("empty body: send an image")
-    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not (HEIF_AVAILABLE and "HEIF" in FORMATS):
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not HEIF_AVAILABLE:
         brand = data[8:12].decode("ascii")
         raise UnsupportedMediaType(
             f"this is a HEIC/HEIF image (brand {brand!r}), and this server cannot decode HEIF: install the "
@@ -184,6 +184,12 @@ def resize_to(img: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
     return img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
 
 
+def border_band(h: int, w: int) -> int:
+    """Width in pixels of an image's outer band, where the paper shows: 1/20 of the shorter side, at least 1.
+    Polarity ``auto`` compares its mean with the whole image's; the letterbox fills with its median."""
+    return max(1, round(min(h, w) / 20))
+
+
 def decide_invert(arr: np.ndarray, polarity: str, invert: Invert) -> bool:
     """Whether to invert the upload (uint8 ``(H, W)``, model input size) for a model of ``polarity``."""
     if invert == "true":
@@ -193,7 +199,7 @@ def decide_invert(arr: np.ndarray, polarity: str, invert: Invert) -> bool:
     if polarity == "any":  # the model reads either polarity itself
         return False
     h, w = arr.shape
-    b = max(1, round(min(h, w) / 20))
+    b = border_band(h, w)
     whole_sum = int(arr.sum(dtype=np.int64))  # integer sums: exact, and two reductions rather than three
     border_sum = whole_sum - int(arr[b : h - b, b : w - b].sum(dtype=np.int64))
     border_n = h * w - max(0, h - 2 * b) * max(0, w - 2 * b)
@@ -228,9 +234,9 @@ def normalise(arr: np.ndarray, spec: ModelSpec, inverted: bool) -> np.ndarray:
 
 
 def border_median(arr: np.ndarray) -> int:
-    """Median of the outer band (1/20 of the shorter side) of a uint8 ``(H, W)`` image."""
+    """Median of the outer band (``border_band``) of a uint8 ``(H, W)`` image."""
     h, w = arr.shape
-    b = max(1, round(min(h, w) / 20))
+    b = border_band(h, w)
     band = np.concatenate([arr[:b].ravel(), arr[h - b :].ravel(), arr[b : h - b, :b].ravel(),
                            arr[b : h - b, w - b :].ravel()])
     return int(np.median(band))
