@@ -527,16 +527,30 @@ def photo_run(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> d
 # ---- the run ----------------------------------------------------------------------------------------
 
 
+def background_load(seconds: float) -> dict[str, Any]:
+    """What else the machine was doing before a run: CPU busy share over ``seconds``, stn-train processes."""
+    return {"cpu_busy_before": _load.system_busy_fraction(seconds),
+            "stn_train_processes": _load.busy_processes("stn-train")}
+
+
+def report_header(started: datetime, background: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """The fields every results file starts with: command, start, machine, code, background, settings."""
+    return {
+        "command": command_line(),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "code": code_version(),
+        "background": background,
+        "settings": {k: v for k, v in settings.model_dump().items() if k != "api_token"},
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_photos:
         require_photo_model(args)
     scratch = _load.scratch_dir()
     started = datetime.now(timezone.utc)
-    background = {
-        "cpu_busy_before": _load.system_busy_fraction(2.0),
-        "stn_train_processes": _load.busy_processes("stn-train"),
-        "loadavg_before": os.getloadavg(),
-    }
+    background = {**background_load(2.0), "loadavg_before": os.getloadavg()}
     if background["cpu_busy_before"] > BUSY_WARN or background["stn_train_processes"]:
         log(
             f"warning: the CPUs were {100 * background['cpu_busy_before']:.0f} % busy before the run "
@@ -550,14 +564,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     payload = make_payload(spec, args.images, scratch, args.batch_files)
     x = preprocessed(spec, payload["pngs"])
     result: dict[str, Any] = {
-        "command": command_line(),
-        "started": started.isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "code": code_version(),
-        "background": background,
+        **report_header(started, background, settings),
         "model": args.model,
         "model_file": str(rt.entry.path),
-        "settings": {k: v for k, v in settings.model_dump().items() if k != "api_token"},
         "settings_overrides": env,
         "payload": {
             "images": len(payload["pngs"]),
@@ -659,18 +668,10 @@ def run_photos_only(args: argparse.Namespace) -> dict[str, Any]:
     require_photo_model(args)
     scratch = _load.scratch_dir()
     started = datetime.now(timezone.utc)
-    background = {
-        "cpu_busy_before": _load.system_busy_fraction(1.0),
-        "stn_train_processes": _load.busy_processes("stn-train"),
-    }
+    background = background_load(1.0)
     env, settings = service_settings(args, _load.free_port())
     result: dict[str, Any] = {
-        "command": command_line(),
-        "started": started.isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "code": code_version(),
-        "background": background,
-        "settings": {k: v for k, v in settings.model_dump().items() if k != "api_token"},
+        **report_header(started, background, settings),
         "durations": {"measured_s": args.duration, "warmup_s": args.warmup, "wrk_threads": args.wrk_threads},
         "photos": photo_run(args, scratch, env),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
