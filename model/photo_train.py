@@ -86,14 +86,24 @@ def corners(theta: Tensor) -> Tensor:
     return OUT_CORNERS.to(theta) @ theta.transpose(1, 2)  # (B, 4, 2)
 
 
+def half_side(theta_gt: Tensor) -> Tensor:
+    """(B,) half-side of the true (square) crop, normalised: sqrt(det) of its linear part."""
+    return torch.linalg.det(theta_gt[:, :, :2]).clamp_min(1e-6).sqrt()
+
+
+def corner_error(theta: Tensor, theta_gt: Tensor) -> Tensor:
+    """(B,) mean distance of the crop's corners from the true crop's, in units of its half-side."""
+    return (corners(theta) - corners(theta_gt)).norm(dim=2).mean(1) / half_side(theta_gt)
+
+
 def losses(model: PhotoSTN, x: Tensor, y: Tensor, theta_gt: Tensor, opts: dict[str, Any],
            gt_weight: float) -> tuple[Tensor, dict[str, float], Tensor]:
     heat, centre, log_a, theta = model.locate(x)
     logits, _ = model.classify(x, theta)
     ce = F.cross_entropy(logits, y, label_smoothing=opts["label_smoothing"])
-    a_gt = torch.linalg.det(theta_gt[:, :, :2]).clamp_min(1e-6).sqrt()  # (B,) half-side of the true crop
+    a_gt = half_side(theta_gt)
     c_gt = theta_gt[:, :, 2]
-    corner = ((corners(theta) - corners(theta_gt)).norm(dim=2).mean(1) / a_gt).mean()
+    corner = corner_error(theta, theta_gt).mean()
     coarse = ((centre - c_gt).norm(dim=1) / a_gt).mean() + (log_a - a_gt.log()).abs().mean()
     n = int(math.isqrt(heat.shape[1]))
     cell = ((c_gt + 1) / 2 * n).long().clamp(0, n - 1)
@@ -117,8 +127,7 @@ def evaluate(model: PhotoSTN, val: tuple[Tensor, Tensor, Tensor], batch: int = 2
         x = x8[i:i + batch].float() / 255.0
         logits, theta, _ = model(x)
         wrong += int((logits.argmax(1) != y[i:i + batch]).sum())
-        a_gt = torch.linalg.det(t[i:i + batch, :, :2]).sqrt()
-        dist += float(((corners(theta) - corners(t[i:i + batch])).norm(dim=2).mean(1) / a_gt).sum())
+        dist += float(corner_error(theta, t[i:i + batch]).sum())
     model.train()
     return {"val_error": wrong / len(y), "val_corner": dist / len(y)}
 
