@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     # The inference routes first, on the app's own router (see service.routes.deps.InferenceRoutes).
-    add_first(app.router, v1.inference, v2.inference)
+    add_first(app.router, settings, v1.inference, v2.inference)
     app.include_router(v1.router)
     app.include_router(v2.health)
     app.include_router(v2.models)
@@ -150,7 +150,8 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
             components.update(req.pop("$defs", {}))
             components["InferenceRequest"] = req
             _validation_errors_are_400(schema)
-            _mark_security(schema)
+            if settings.token is not None:
+                _mark_security(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -174,8 +175,9 @@ def _validation_errors_are_400(schema: dict[str, Any]) -> None:
 
 
 def _mark_security(schema: dict[str, Any]) -> None:
-    """Every operation ``service.auth`` guards carries the bearer scheme (whether or not this server sets a
-    token: the schema is the same for every deployment)."""
+    """On a server with a token, every operation ``service.auth`` guards carries the bearer scheme (a server
+    without one declares none: it asks for no credentials, and a client generated from its schema sends
+    none)."""
     schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME_NAME] = SECURITY_SCHEME
     for path, item in schema.get("paths", {}).items():
         if not is_open(path):

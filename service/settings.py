@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=40_000_000, ge=1, description="decoded image limit, width*height (413)"
     )
-    max_batch_files: int = Field(default=64, ge=1, description="files in one batch request (413 past it)")
+    max_batch_files: int = Field(
+        default=64, ge=1, description="files in one batch request (400 past it: the schema's maxItems)"
+    )
     max_rectify_side: int = Field(default=4096, ge=1, description="largest side of /v1/rectify?size=WxH")
 
     @field_validator("cors_origins", mode="before")

@@ -10,7 +10,6 @@ cost more CPU than the model's own inference on this service's small images.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -44,21 +43,6 @@ router = APIRouter(tags=["v1"])  # the model list
 inference = InferenceRoutes(tags=["v1"])  # predict, batch, rectify
 
 PREDICT_ERRORS = error_responses(400, 401, 404, 413, 415, 503, 504)
-_SIZE = re.compile(r"^\s*(\d{1,6})(?:\s*[xX]\s*(\d{1,6}))?\s*$", re.ASCII)  # ASCII: no other digits
-
-
-def parse_size(text: str | None, max_side: int) -> tuple[int, int] | None:
-    """``"WxH"`` or ``"N"`` -> (w, h)."""
-    if text is None or text == "":
-        return None
-    m = _SIZE.match(text)
-    if not m:
-        raise InvalidInput(f"size must be WxH (e.g. 256x256), got {text!r}")
-    w = int(m.group(1))
-    h = int(m.group(2)) if m.group(2) else w
-    if not (1 <= w <= max_side and 1 <= h <= max_side):
-        raise InvalidInput(f"size sides must be between 1 and {max_side}, got {w}x{h}")
-    return w, h
 
 
 def json_response(content: Any) -> Response:
@@ -69,7 +53,7 @@ def _predict_doc(summary: str, multiple: bool = False) -> dict[str, Any]:
     return {
         "response_model": BatchResponse if multiple else Prediction,
         "responses": PREDICT_ERRORS,
-        "openapi_extra": image_body(multiple, PREDICT_PARAMS),
+        "openapi_extra": lambda settings: image_body(settings, multiple, PREDICT_PARAMS),
         "summary": summary,
     }
 
@@ -132,17 +116,16 @@ def _rectify_doc(summary: str) -> dict[str, Any]:
     return {
         "response_class": Response,
         "responses": RECTIFY_RESPONSES,
-        "openapi_extra": image_body(False, RECTIFY_PARAMS),
+        "openapi_extra": lambda settings: image_body(settings, False, RECTIFY_PARAMS),
         "summary": summary,
     }
 
 
 async def _rectify(request: Request, name: str | None) -> Response:
     query = query_of(request)
-    size, overlay, invert = SIZE.get(query), OVERLAY.get(query), INVERT.get(query)
     dp, settings = state_of(request)
+    wh, overlay, invert = SIZE.get(query, settings), OVERLAY.get(query), INVERT.get(query)
     dp.admit(name)
-    wh = parse_size(size, settings.max_rectify_side)
     data = await read_image(request, settings)
     png = await dp.rectify(name, data, size=wh, overlay=overlay, invert=invert)
     return Response(png, media_type="image/png")

@@ -192,7 +192,7 @@ LIMIT_CASES: dict[str, tuple[Callable[[TestClient], Any], int, str]] = {
     ),
     "too many files": (
         lambda c: c.post("/v1/predict/batch", files=[("image", ("a.png", GOOD, "image/png"))] * 5, headers=AUTH),
-        413,
+        400,
         "too many files",
     ),
     "image over the pixel limit": (

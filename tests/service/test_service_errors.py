@@ -112,7 +112,7 @@ def test_unknown_model(small_limits: TestClient) -> None:
 
 def test_too_many_files_in_a_batch(small_limits: TestClient) -> None:
     files = multipart_files([(f"{i}.png", png(pattern())) for i in range(4)])
-    check(small_limits.post("/v1/predict/batch", files=files), 413, "too many files")
+    check(small_limits.post("/v1/predict/batch", files=files), 400, "too many files")
     ok = small_limits.post("/v1/predict/batch", files=files[:3])
     assert ok.status_code == 200 and len(ok.json()["results"]) == 3
 

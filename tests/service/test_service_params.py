@@ -4,6 +4,8 @@ of the documented response schemas."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 from starlette.datastructures import QueryParams
@@ -12,6 +14,7 @@ from svc_helpers import multipart_files, pattern, png
 from service.errors import InvalidInput
 from service.routes.params import INVERT, OVERLAY, RECTIFIED, SIZE, TOP_K
 from service.schemas import BatchResponse, Prediction
+from service.settings import Settings
 
 PNG = {"content-type": "image/png"}
 
@@ -47,10 +50,35 @@ def test_bad_values_name_the_parameter(param, raw: str, fragment: str) -> None: 
 
 def test_defaults_bounds_and_the_last_of_repeated_values() -> None:
     empty = QueryParams("")
-    assert (TOP_K.get(empty), RECTIFIED.get(empty), INVERT.get(empty), SIZE.get(empty)) == (5, False, "auto", None)
+    settings = Settings()
+    assert (TOP_K.get(empty), RECTIFIED.get(empty), INVERT.get(empty), SIZE.get(empty, settings)) == (
+        5, False, "auto", None)
     assert TOP_K.get(QueryParams("top_k=1")) == 1 and TOP_K.get(QueryParams("top_k=1000")) == 1000
     assert TOP_K.get(QueryParams("top_k=3&top_k=7")) == 7  # as Starlette (and FastAPI) read a repeat
-    assert SIZE.get(QueryParams("size=256x128")) == "256x128"
+    assert SIZE.get(QueryParams("size=256x128"), settings) == (256, 128)
+    assert SIZE.get(QueryParams("size=64"), settings) == (64, 64)
+    with pytest.raises(TypeError, match="bounded by a setting"):
+        SIZE.get(QueryParams("size=64"))
+
+
+SIZES = ["1", "9", "10", "256x128", "256X128", "4095x4096", "4096", "4097", "5000x1", "1x4097", "0", "0x5", "0256",
+         " 256", "256 ", "256x", "x256", "256x128x2", "-1", "+5", "2.5", "٣", "25６", "", "a", "9" * 40]
+
+
+@pytest.mark.parametrize("max_side", [4096, 100, 1])
+def test_size_accepted_exactly_where_the_documented_pattern_matches(max_side: int) -> None:
+    """The schema's pattern (what a generated client or schemathesis believes) and the parser agree on
+    every string, at any bound."""
+    settings = Settings(max_rectify_side=max_side)
+    pattern = re.compile(SIZE.openapi(settings)["schema"]["pattern"])
+    for raw in SIZES + [str(max_side), str(max_side + 1), f"{max_side}x{max_side}", f"1x{max_side + 1}"]:
+        try:
+            SIZE.get(QueryParams({"size": raw}), settings)
+            accepted = True
+        except InvalidInput as exc:
+            assert exc.status_code == 400 and "size: " in exc.message
+            accepted = False
+        assert accepted == bool(pattern.search(raw)), (raw, max_side)
 
 
 def test_documented_parameters_match_what_is_parsed(client: TestClient) -> None:
