@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint train-rts train-tc train-photo export export-photo bench bench-reliability bench-gpu eval-photo clean
+.PHONY: serve test lint train-rts train-tc train-photo export export-photo bench bench-service bench-reliability bench-gpu eval-photo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,9 +70,13 @@ eval-photo: $(VENV)/.dev
 	bash tests/setup_system.sh
 	$(BIN)/python bench/photo_eval.py
 
-bench: $(VENV)/.dev
+# Service throughput and latency (wrk; the 42x42 PNG levels and the photo JPEG levels in one run).
+bench-service: $(VENV)/.dev
 	bash tests/setup_system.sh
 	$(BIN)/python bench/bench_service.py
+
+# Every CPU benchmark, each writing its table to bench/results/ (bench-gpu needs a GPU machine).
+bench: bench-service bench-reliability eval-photo
 
 
 clean:

@@ -18,8 +18,6 @@ Only plain tensor ops are used so that every family exports to ONNX with a nativ
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -262,10 +260,3 @@ def build_family(name: str, output_size: tuple[int, int], tps_grid: int = 4) -> 
     if name not in classes:
         raise ValueError(f"unknown transform family {name!r}; choose one of {', '.join(FAMILIES)}")
     return classes[name](output_size)
-
-
-def rotation_theta(angle_deg: float, scale: float = 1.0) -> Tensor:
-    """``theta_out_to_in`` ``(1, 2, 3)`` that samples the input rotated by ``angle_deg`` about the centre."""
-    a = math.radians(angle_deg)
-    c, s = math.cos(a) * scale, math.sin(a) * scale
-    return torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]])

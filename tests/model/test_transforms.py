@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from model import transforms
-from model.transforms import FAMILIES, affine_grid, base_grid, build_family, check_theta, rotation_theta
+from model.transforms import FAMILIES, affine_grid, build_family, check_theta
 
 
 def _sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -69,16 +69,6 @@ def test_attention_scale_half_zooms_on_the_centre() -> None:
     fam = build_family("attention", (4, 4))
     out = _sample(x, fam.grid(torch.tensor([[0.5, 0.0, 0.0]])))
     torch.testing.assert_close(out, torch.ones(1, 1, 4, 4), atol=1e-5, rtol=0)
-
-
-def test_rotation_round_trip() -> None:
-    theta = rotation_theta(30.0, 0.8)
-    lin = torch.cat([theta[0], torch.tensor([[0.0, 0.0, 1.0]])])
-    inv = torch.linalg.inv(lin)[:2][None]
-    pts = base_grid(5, 5)
-    there = pts @ lin.T
-    back = there @ torch.cat([inv[0], torch.tensor([[0.0, 0.0, 1.0]])]).T
-    torch.testing.assert_close(back, pts, atol=1e-5, rtol=0)
 
 
 def test_export_path_grid_equals_affine_grid(monkeypatch: pytest.MonkeyPatch) -> None:
