@@ -4,7 +4,8 @@
   script whose ``done()`` prints one JSON line of counts and latency percentiles (microseconds).
 - ``proc_cpu_s``: user + system CPU seconds of a process and all its descendants, from ``/proc``.
 - ``scrape``: the service's Prometheus histograms (batch size, inference time, queue wait);
-  ``scrape_samples``: every sample of one scrape (the stage CPU counters).
+  ``scrape_samples``: every sample of one scrape (the stage CPU counters); both through
+  ``tests.utils.metrics`` (prometheus_client's parser).
 - ``ServerProcess``: a server started in its own process group, its log kept in a file, stopped by SIGTERM.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.utils import metrics
 
 # One request per call of request(), cycling over the bodies given as script arguments. done() runs once,
 # after the run, in the main thread: it prints the totals and wrk's latency percentiles as one JSON line.
@@ -196,43 +198,17 @@ def busy_processes(pattern: str) -> list[str]:
 
 # ---- Prometheus --------------------------------------------------------------------------------------
 
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$')
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 HISTOGRAMS = ("stn_batch_size", "stn_inference_seconds", "stn_queue_wait_seconds")
 
 
 def _scrape_once(base_url: str, model: str) -> dict[str, Any]:
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, Any] = {w: {"sum": 0.0, "count": 0.0, "buckets": {}} for w in HISTOGRAMS}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        labels = dict(_LABEL.findall(m.group("labels") or ""))
-        if labels.get("model") != model:
-            continue
-        name, value = m.group("name"), float(m.group("value"))
-        for w in HISTOGRAMS:
-            if name == w + "_sum":
-                out[w]["sum"] = value
-            elif name == w + "_count":
-                out[w]["count"] = value
-            elif name == w + "_bucket":
-                out[w]["buckets"][labels["le"]] = value
-    return out
+    text = metrics.fetch(base_url)
+    return {w: metrics.histogram(text, w, model=model) for w in HISTOGRAMS}
 
 
 def scrape_samples(base_url: str) -> list[tuple[str, dict[str, str], float]]:
     """Every sample of one ``/metrics`` scrape, as (name, labels, value)."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = []
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m:
-            out.append((m.group("name"), dict(_LABEL.findall(m.group("labels") or "")), float(m.group("value"))))
-    return out
+    return metrics.samples(metrics.fetch(base_url))
 
 
 def scrape(base_url: str, model: str, workers: int = 1) -> dict[str, Any]:

@@ -26,33 +26,6 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the Prometheus text ``text`` (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        series, _, value = line.rpartition(" ")
-        base, _, rest = series.partition("{")
-        if base != name:
-            continue
-        if want and not all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            continue
-        total += float(value)
-    return total
-
-
-def server_errors(text: str) -> float:
-    """How many answers the metrics count with a 5xx status, readiness polls while loading aside."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r'stn_requests_total\{route="([^"]*)",status="(\d+)"\} (\S+)', line)
-        if m and m.group(2).startswith("5") and m.group(1) != "/v2/health/ready" and m.group(2) != "503":
-            total += float(m.group(3))
-    return total
-
-
 def host_port(url: str) -> tuple[str, int]:
     host, _, port = url.removeprefix("http://").partition(":")
     return host, int(port)

@@ -1,6 +1,6 @@
 """What the reliability tests share with the service tests: the toy-model export, settings and readiness
-helpers (``tests/service/conftest.py``) and the server-process helpers (``tests/service/svc_helpers.py``),
-loaded by path under their own module names."""
+helpers (``tests/service/conftest.py``, loaded by path under its own module name); the server process is
+``tests.utils.server``'s."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ def _load(name: str, path: Path) -> ModuleType:
 # Loading the service tests' conftest also puts the repository root first on sys.path (so ``service`` is the
 # package, not tests/service) and clears the STN_* variables of the calling shell.
 svc_conftest = _load("svc_conftest", SERVICE_TESTS / "conftest.py")
-svc_helpers = _load("svc_helpers", SERVICE_TESTS / "svc_helpers.py")
 
 make_settings = svc_conftest.make_settings
 wait_ready = svc_conftest.wait_ready

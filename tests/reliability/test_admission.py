@@ -13,9 +13,9 @@ from PIL import Image
 
 from service.admission import Admission
 from service.app import create_app
+from tests.utils.metrics import metric
 
 from .rel_cases import digit, encode
-from .rel_proc import metric
 from .rel_support import make_settings, wait_ready
 from .rel_tally import record
 

@@ -29,13 +29,14 @@ import pytest
 from PIL import Image
 
 from service.runtime import cuda_available
+from tests.utils import server as svc
+from tests.utils.metrics import metric, server_errors
 
 from .rel_cases import digit, encode
-from .rel_proc import metric, open_fds, raw_request, rss_kib, server_errors, status_of
-from .rel_support import svc_helpers
+from .rel_proc import open_fds, raw_request, rss_kib, status_of
 from .rel_tally import record
 
-ROOT = svc_helpers.ROOT
+ROOT = svc.ROOT
 GOOD = encode(Image.fromarray(digit(42)), "PNG")
 PNG = {"content-type": "image/png"}
 SERVE = [sys.executable, "-m", "service.cli"]
@@ -87,7 +88,7 @@ FAULTS = {
 def test_startup_fault_is_one_clear_error_and_exit_1(fault: str, tmp_path: Path, rel_repo: Path) -> None:
     make, fragment = FAULTS[fault]
     repo = make(tmp_path, rel_repo / "toy_affine" / "1" / "model.onnx")
-    port = svc_helpers.free_port()
+    port = svc.free_port()
     code, out, seconds = _start_fails(["--model-repository", str(repo), "--port", str(port), *BASE_ARGS])
     record("start-up faults", None, fault)
     assert code == 1, f"{fault}: exit {code}\n{out}"
@@ -103,7 +104,7 @@ def test_cuda_provider_without_a_gpu_is_one_clear_error(tmp_path: Path, rel_repo
     if ok:
         pytest.skip("this machine has a working CUDA provider")
     code, out, _ = _start_fails(
-        ["--model-repository", str(rel_repo), "--port", str(svc_helpers.free_port()), "--provider", "cuda"]
+        ["--model-repository", str(rel_repo), "--port", str(svc.free_port()), "--provider", "cuda"]
     )
     assert code == 1 and "provider cuda requested" in out and "Traceback" not in out, out
 
@@ -145,8 +146,8 @@ class _serving_unready:
     def __init__(self, tmp_path: Path, repo: Path) -> None:
         self.tmp_path, self.repo = tmp_path, repo
 
-    def __enter__(self) -> svc_helpers.Server:
-        port = svc_helpers.free_port()
+    def __enter__(self) -> svc.Server:
+        port = svc.free_port()
         self.log = self.tmp_path / f"serve-{port}.log"
         with self.log.open("wb") as out:
             cmd = SERVE + [
@@ -159,7 +160,7 @@ class _serving_unready:
                 *BASE_ARGS,
             ]
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
-        server = svc_helpers.Server(self.proc, f"http://127.0.0.1:{port}", self.log)
+        server = svc.Server(self.proc, f"http://127.0.0.1:{port}", self.log)
         deadline = time.monotonic() + 90
         while True:
             assert self.proc.poll() is None, server.logs()
@@ -187,7 +188,7 @@ class _serving_unready:
 def test_sigterm_under_load_answers_everything_sent_before_it(tmp_path: Path, rel_repo: Path) -> None:
     # A 200 ms batch delay keeps a batch's worth of requests in flight at any moment.
     args = ("--model-repository", str(rel_repo), "--default-model", "toy_affine", *BASE_ARGS)
-    with svc_helpers.stn_serve(tmp_path, *args, "--max-batch-size", "64", "--max-queue-delay-us", "200000") as s:
+    with svc.stn_serve(tmp_path, *args, "--max-batch-size", "64", "--max-queue-delay-us", "200000") as s:
         stop = threading.Event()
         outcomes: list[tuple[float, str]] = []
         lock = threading.Lock()
@@ -232,7 +233,7 @@ def test_sigterm_under_load_answers_everything_sent_before_it(tmp_path: Path, re
 
 def test_disconnecting_clients_cost_nothing_lasting(tmp_path: Path, rel_repo: Path) -> None:
     args = ("--model-repository", str(rel_repo), "--default-model", "toy_affine", *BASE_ARGS)
-    with svc_helpers.stn_serve(tmp_path, *args, "--max-queue-delay-us", "100000") as s:
+    with svc.stn_serve(tmp_path, *args, "--max-queue-delay-us", "100000") as s:
         pid = s.proc.pid
         with httpx.Client(base_url=s.url, timeout=30) as c:
             for _ in range(30):  # warm up: allocator, thread pools
@@ -320,7 +321,7 @@ def test_protocol_level_hostile_requests(tmp_path: Path, rel_repo: Path) -> None
     """Malformed HTTP, smuggling attempts, huge headers and a 10 GB declared body: a 4xx (or a closed
     connection) at once, never a 5xx, and the server keeps serving."""
     args = ("--model-repository", str(rel_repo), "--default-model", "toy_affine", *BASE_ARGS)
-    with svc_helpers.stn_serve(tmp_path, *args) as s:
+    with svc.stn_serve(tmp_path, *args) as s:
         pid = s.proc.pid
         rss0 = rss_kib(pid)
         for name, (head, body) in PROTOCOL_CASES.items():
@@ -346,7 +347,7 @@ def test_overload_sheds_with_503_and_recovers_at_once(tmp_path: Path, rel_repo: 
     # Tight limits (8 requests in flight, 4 queued) and a 50 ms batch delay: a burst of 64 is 8x too many.
     args = ("--model-repository", str(rel_repo), "--default-model", "toy_affine", *BASE_ARGS)
     limits = ("--max-concurrent-requests", "8", "--max-queue-size", "4", "--max-batch-size", "4")
-    with svc_helpers.stn_serve(tmp_path, *args, *limits, "--max-queue-delay-us", "50000") as s:
+    with svc.stn_serve(tmp_path, *args, *limits, "--max-queue-delay-us", "50000") as s:
         pid = s.proc.pid
 
         def burst(n: int = 64) -> Counter[str]:

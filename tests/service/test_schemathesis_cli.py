@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from svc_helpers import ROOT, stn_serve
+
+from tests.utils.server import ROOT, stn_serve
 
 MAX_EXAMPLES = 20
 TOKEN = "schemathesis-token"

@@ -11,10 +11,10 @@ import pytest
 from conftest import ROOT, make_settings, wait_ready
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from svc_helpers import pattern, png
 
 from service.app import create_app
 from service.settings import Settings
+from tests.utils.payloads import pattern, png
 
 PNG = {"content-type": "image/png"}
 

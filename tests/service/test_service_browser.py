@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import bundled_has
 from PIL import Image
-from svc_helpers import Server, pattern, stn_serve
+
+from tests.utils.payloads import pattern
+from tests.utils.server import Server, stn_serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [

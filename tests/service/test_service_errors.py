@@ -10,9 +10,9 @@ import pytest
 from conftest import make_settings, wait_ready
 from fastapi.testclient import TestClient
 from PIL import Image
-from svc_helpers import encode, multipart_files, pattern, png
 
 from service.app import create_app
+from tests.utils.payloads import encode, multipart_files, pattern, png
 
 PNG = {"content-type": "image/png"}
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-from svc_helpers import pattern
 
 from service.geometry import (
     as_homography,
@@ -19,6 +18,7 @@ from service.geometry import (
     region_corners,
     sample_bilinear,
 )
+from tests.utils.payloads import pattern
 
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 

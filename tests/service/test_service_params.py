@@ -9,12 +9,12 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 from starlette.datastructures import QueryParams
-from svc_helpers import multipart_files, pattern, png
 
 from service.errors import InvalidInput
 from service.routes.params import INVERT, OVERLAY, RECTIFIED, SIZE, TOP_K
 from service.schemas import BatchResponse, Prediction
 from service.settings import Settings
+from tests.utils.payloads import multipart_files, pattern, png
 
 PNG = {"content-type": "image/png"}
 

@@ -194,7 +194,8 @@ def test_photo_rectify_and_overlay(photo_client: TestClient, photos: list) -> No
 def test_real_stn_serve_reads_rendered_photos(photos: list, tmp_path: Path) -> None:
     """A real ``stn-serve`` process on the bundled repository, photos posted over HTTP as a phone would."""
     import httpx
-    from svc_helpers import stn_serve
+
+    from tests.utils.server import stn_serve
 
     bundled_photo()
     with stn_serve(tmp_path, "--model-repository", str(BUNDLED), "--provider", "cpu", "--intra-op-threads",

@@ -19,7 +19,10 @@ import onnxruntime as ort
 import pytest
 from conftest import BUNDLED, bundled_has
 from PIL import Image
-from svc_helpers import ROOT, Server, free_port, multipart_files, pattern, png, stn_serve
+
+from tests.utils.metrics import metric
+from tests.utils.payloads import multipart_files, pattern, png
+from tests.utils.server import ROOT, Server, free_port, stn_serve
 
 PNG = {"content-type": "image/png"}
 
@@ -156,7 +159,7 @@ def test_bad_input_over_the_wire_then_good(server: Server) -> None:
             (c.post("/v1/models/nope/predict", content=good, headers=PNG), 404),
             (
                 c.post("/v1/predict/batch", files=multipart_files([(f"{i}.png", good) for i in range(65)])),
-                413,
+                400,  # more parts than the schema's maxItems
             ),
             (
                 c.post(
@@ -175,13 +178,8 @@ def test_bad_input_over_the_wire_then_good(server: Server) -> None:
 
 def batch_counts(metrics: str, model: str) -> tuple[float, float]:
     """(batches of size 1, all batches) from the stn_batch_size histogram."""
-    ones = total = 0.0
-    for line in metrics.splitlines():
-        if line.startswith("stn_batch_size_bucket") and f'model="{model}"' in line and 'le="1.0"' in line:
-            ones = float(line.split()[-1])
-        if line.startswith("stn_batch_size_count") and f'model="{model}"' in line:
-            total = float(line.split()[-1])
-    return ones, total
+    return metric(metrics, "stn_batch_size_bucket", model=model, le="1.0"), metric(
+        metrics, "stn_batch_size_count", model=model)
 
 
 def test_concurrent_requests_are_batched(server: Server) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import multipart_files, pattern, png
 
 from service.batching import DynamicBatcher
 from service.metrics import STAGES, Metrics
+from tests.utils.payloads import multipart_files, pattern, png
 
 PNG = {"Content-Type": "image/png"}
 MODEL = "toy_affine"

@@ -12,9 +12,9 @@ import pytest
 from conftest import TOY_HOMOGRAPHY, TOY_THETA, bundled_has
 from fastapi.testclient import TestClient
 from PIL import Image
-from svc_helpers import decode_png, encode, multipart_files, pattern, png, psnr
 
 from service.geometry import region_corners
+from tests.utils.payloads import decode_png, encode, multipart_files, pattern, png, psnr
 
 PNG = {"content-type": "image/png"}
 
