@@ -9,13 +9,11 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, Response
 
 from service import __version__
 from service.admission import Admission, AdmissionMiddleware
@@ -24,14 +22,12 @@ from service.dataplane import DataPlane
 from service.errors import ShedLog, install_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import v1, v2
+from service.routes import ops, v1, v2
 from service.routes.deps import add_first
 from service.schemas import InferenceRequest
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-STATIC = Path(__file__).resolve().parent / "static"
 
 DESCRIPTION = """Spatial transformer network (ST-CNN) inference on onnxruntime.
 
@@ -109,36 +105,8 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    # The inference routes first, on the app's own router (see service.routes.deps.InferenceRoutes).
-    add_first(app.router, settings, v1.inference, v2.inference)
-    app.include_router(v1.router)
-    app.include_router(v2.health)
-    app.include_router(v2.models)
-
-    @app.get(
-        "/metrics",
-        tags=["ops"],
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={
-            200: {
-                "content": {metrics.content_type: {"schema": {"type": "string"}}},
-                "description": "Prometheus text format",
-            }
-        },
-    )
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
-
-    @app.get(
-        "/",
-        tags=["ops"],
-        summary="Demo page",
-        response_class=FileResponse,
-        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "HTML"}},
-    )
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    # Every route on the app's own router, ahead of the documentation routes (service.routes.deps.Routes).
+    add_first(app.router, settings, v1.routes, v2.health, v2.routes, ops.routes)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

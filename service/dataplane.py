@@ -1,7 +1,11 @@
-"""The data plane: the models of the repository, their batchers, and the operations the routes call.
+"""The data plane: the repository's served models (their lifecycle and lookup) and the operations the routes
+call on them.
 
-Routes stay thin: they read the body and parameters, call one method here, and shape the answer. Nothing
-here knows about HTTP beyond raising the domain errors of ``service.errors``.
+Routes stay thin: they read the body and parameters, call one method here, and shape the answer (the wire
+shape is theirs: an operation takes an ``answer`` function from ``service.routes.answers`` and calls it
+on each ``service.model.Result``, inside the per-model "answer" stage of the CPU counters). Nothing here
+knows about HTTP beyond raising the domain errors of ``service.errors``; the image pipeline itself is the
+model's (``service.model.ServedModel``), the v2 tensors' codec ``service.protocol_v2``'s.
 
 Models load and warm in the background after start-up, so health and readiness answer at once (503 until
 every model is ready); an inference request for a model that is not ready yet gets 503.
@@ -10,32 +14,21 @@ every model is ready); an inference request for a model that is not ready yet ge
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from service.batching import DynamicBatcher
-from service.errors import InvalidInput, ModelNotFound, ModelNotReady, ServiceError, Unprocessable
-from service.geometry import draw_overlay, rectify_image, region_corners, region_points, to_upload
+from service.errors import ModelNotFound, ModelNotReady, ServiceError, Unprocessable
+from service.geometry import draw_overlay, rectify_image, region_corners, to_upload
 from service.metrics import Metrics
-from service.preprocess import (
-    Decoded,
-    Invert,
-    Prepared,
-    border_median,
-    decode,
-    png_bytes,
-    prepare,
-    rectified_to_pixels,
-    to_gray,
-)
+from service.model import GEOMETRIC, Result, ServedModel
+from service.preprocess import Invert, Prepared, border_median, png_bytes, rectified_to_pixels, to_gray
+from service.protocol_v2 import check_input
 from service.repository import ModelSpec, choose_default, scan_repository
 from service.runtime import ModelRuntime, cuda_available
 from service.settings import Settings
@@ -43,37 +36,11 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Answer = Callable[[ModelSpec, Result], T]
 
 # Bodies larger than this are decoded on a worker thread (Pillow releases the GIL while decoding); small
 # ones inline, where a thread hop would cost more than the decode.
 INLINE_DECODE_BYTES = 64 * 1024
-DRAFT = 2  # JPEG draft decoding: at least this many times the model input's size
-GEOMETRIC = ("theta", "homography")
-
-
-@dataclass
-class ModelHandle:
-    runtime: ModelRuntime
-    batcher: DynamicBatcher
-
-    @property
-    def name(self) -> str:
-        return self.runtime.name
-
-
-def _item(
-    index: int, filename: str | None, status: int, prediction: dict[str, Any] | None, error: str | None
-) -> dict[str, Any]:
-    """A ``BatchItem`` as JSON-ready values."""
-    return {"index": index, "filename": filename, "status": status, "prediction": prediction, "error": error}
-
-
-def softmax(logits: list[float]) -> list[float]:
-    """In float64, in plain Python: for one answer's ten-odd classes, numpy's per-call overhead is most of it."""
-    m = max(logits)
-    e = [math.exp(v - m) for v in logits]
-    total = math.fsum(e)
-    return [v / total for v in e]
 
 
 class DataPlane:
@@ -81,7 +48,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics
         self.in_flight = in_flight  # requests the server holds (service.admission), for the batchers
-        self.models: dict[str, ModelHandle] = {}
+        self.models: dict[str, ServedModel] = {}
         self.default_model = settings.default_model
         self._load_task: asyncio.Task[None] | None = None
 
@@ -112,7 +79,7 @@ class DataPlane:
             )
             batcher.start()
             self.metrics.track_queue(name, batcher.depth)
-            self.models[name] = ModelHandle(runtime, batcher)
+            self.models[name] = ServedModel(runtime, batcher, self.metrics, s.max_image_pixels)
         log.info(
             "model repository %s: %s (default %s)", s.model_repository, ", ".join(entries), self.default_model
         )
@@ -154,7 +121,7 @@ class DataPlane:
 
     # ---- lookup -------------------------------------------------------------------------------------
 
-    def get(self, name: str | None, version: str | None = None) -> ModelHandle:
+    def get(self, name: str | None, version: str | None = None) -> ServedModel:
         name = name or self.default_model
         handle = self.models.get(name)
         if handle is None:
@@ -166,14 +133,14 @@ class DataPlane:
             )
         return handle
 
-    def get_ready(self, name: str | None, version: str | None = None) -> ModelHandle:
+    def get_ready(self, name: str | None, version: str | None = None) -> ServedModel:
         handle = self.get(name, version)
         if not handle.runtime.ready:
             why = f": {handle.runtime.error}" if handle.runtime.error else " yet (loading)"
             raise ModelNotReady(f"model {handle.name!r} is not ready{why}", headers={"Retry-After": "1"})
         return handle
 
-    def admit(self, name: str | None, version: str | None = None) -> ModelHandle:
+    def admit(self, name: str | None, version: str | None = None) -> ServedModel:
         """``get_ready``, and 503 at once when the model's batch queue is full: the routes call this before
         they read a body, so a request that would be refused anyway costs no body read and no decode (the
         batcher checks again when the request is queued)."""
@@ -186,127 +153,57 @@ class DataPlane:
     async def _cpu(self, big: bool, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args) if big else fn(*args)
 
-    def _decode_prepare(
-        self, data: bytes, spec: ModelSpec, invert: Invert, full: bool
-    ) -> tuple[Decoded, Prepared]:
-        h, w = spec.input_size
-        stages = self.metrics.stages(spec.name)  # CPU of this thread per stage (stn_stage_cpu_seconds)
+    def _answers(self, model: ServedModel, outs: list[dict[str, np.ndarray]], preps: list[Prepared],
+                 rectified: bool, answer: Answer[T]) -> list[T]:
         c0 = time.thread_time()
-        # A JPEG is decoded at a reduced DCT scale (>= 2x the model input: the DCT scaling averages, and the
-        # resize after it averages again) unless the full image is needed. 4x cost the photo model 5.5 ms of
-        # decode and 4.3 of resize per 1600x1200 photo (bench/results/service_20261201-2235.md), for a
-        # 256-px input that 2x serves as well.
-        decoded = decode(data, self.settings.max_image_pixels, None if full else (DRAFT * w, DRAFT * h))
-        c1 = time.thread_time()
-        prep = prepare(decoded, spec, invert)
-        stages.decode.inc(c1 - c0)
-        stages.preprocess.inc(time.thread_time() - c1)
-        stages.images.inc()
-        return decoded, prep
-
-    async def _infer_one(self, handle: ModelHandle, prep: Prepared) -> dict[str, np.ndarray]:
-        out = await handle.batcher.infer(prep.x[None], self.settings.request_timeout_s)
-        return {k: v[0] for k, v in out.items()}
-
-    def _prediction(
-        self, spec: ModelSpec, out: dict[str, np.ndarray], prep: Prepared, top_k: int, want_rectified: bool
-    ) -> dict[str, Any]:
-        """The ``Prediction`` answer as plain JSON-ready values, in the schema's field order (the routes
-        encode it directly: building and re-validating a pydantic model per answer costs more than the
-        model's own inference; tests check it against ``Prediction``)."""
-        p = softmax(out["logits"].tolist())
-        k = max(1, min(top_k, len(p)))
-        order = sorted(range(len(p)), key=p.__getitem__, reverse=True)[:k]  # stable: ties keep class order
-        labels = spec.labels
-        params = out.get(spec.param_output) if spec.param_output else None
-        if params is not None and prep.to_upload is not None and spec.param_output in GEOMETRIC:
-            params = to_upload(params, prep.to_upload)  # letterboxed input -> the upload's own coordinates
-        param_list = params.astype(np.float64).tolist() if params is not None else None
-        region = None
-        if param_list is not None and spec.param_output in GEOMETRIC:
-            region = region_points(param_list, *prep.size)
-        rect = None
-        if want_rectified:
-            pix = rectified_to_pixels(out["rectified"][0], spec, prep.inverted)
-            rect = base64.b64encode(png_bytes(pix)).decode("ascii")
-        return {
-            "model": spec.name,
-            "version": spec.version,
-            "label": labels[order[0]],
-            "probability": p[order[0]],
-            "top_k": [{"label": labels[i], "probability": p[i]} for i in order],
-            "transform": spec.transform,
-            "theta": param_list if spec.param_output == "theta" else None,
-            "homography": param_list if spec.param_output == "homography" else None,
-            "control_points": param_list if spec.param_output == "control_points" else None,
-            "region": region,
-            "image_size": list(prep.size),
-            "inverted": prep.inverted,
-            "rectified": rect,
-        }
+        spec = model.spec
+        answers = [answer(spec, model.postprocess(o, p, rectified)) for o, p in zip(outs, preps, strict=True)]
+        self.metrics.stages(spec.name).answer.inc(time.thread_time() - c0)
+        return answers
 
     async def predict(
-        self,
-        name: str | None,
-        data: bytes,
-        *,
-        top_k: int = 5,
-        invert: Invert = "auto",
-        rectified: bool = False,
-    ) -> dict[str, Any]:
-        handle = self.get_ready(name)
-        spec = handle.runtime.spec
-        _, prep = await self._cpu(
-            len(data) > INLINE_DECODE_BYTES, self._decode_prepare, data, spec, invert, False
-        )
-        out = await self._infer_one(handle, prep)
-        c0 = time.thread_time()
-        answer = self._prediction(spec, out, prep, top_k, rectified)
-        self.metrics.stages(spec.name).answer.inc(time.thread_time() - c0)
-        return answer
+        self, name: str | None, data: bytes, answer: Answer[T], *, invert: Invert = "auto", rectified: bool = False
+    ) -> T:
+        model = self.get_ready(name)
+        _, prep = await self._cpu(len(data) > INLINE_DECODE_BYTES, model.preprocess, data, invert)
+        out = await model.predict(prep.x[None], self.settings.request_timeout_s)
+        return self._answers(model, [{k: v[0] for k, v in out.items()}], [prep], rectified, answer)[0]
 
     async def predict_batch(
         self,
         name: str | None,
-        files: list[tuple[str | None, bytes]],
+        files: list[bytes],
+        answer: Answer[T],
         *,
-        top_k: int = 5,
         invert: Invert = "auto",
         rectified: bool = False,
-    ) -> list[dict[str, Any]]:
-        """One ``BatchItem`` (as JSON-ready values) per file, in order; a file that fails gets its own error,
-        the others still run.
+    ) -> list[T | ServiceError]:
+        """One answer per file, in order, or the error of a file that failed (the others still run).
 
         The good files go to the batcher as one request (one queue slot, one run)."""
-        handle = self.get_ready(name)
-        spec = handle.runtime.spec
+        model = self.get_ready(name)
 
         def prepare_one(data: bytes) -> Prepared | ServiceError:
             try:
-                return self._decode_prepare(data, spec, invert, False)[1]
+                return model.preprocess(data, invert)[1]
             except ServiceError as exc:
                 return exc
 
-        if sum(len(d) for _, d in files) > INLINE_DECODE_BYTES:  # decode in parallel, off the event loop
-            results = await asyncio.gather(*(asyncio.to_thread(prepare_one, d) for _, d in files))
+        if sum(len(d) for d in files) > INLINE_DECODE_BYTES:  # decode in parallel, off the event loop
+            results = await asyncio.gather(*(asyncio.to_thread(prepare_one, d) for d in files))
         else:
-            results = [prepare_one(d) for _, d in files]
-        items: list[dict[str, Any]] = []
-        preps: list[tuple[int, Prepared]] = []
-        for i, ((filename, _), res) in enumerate(zip(files, results, strict=True)):
-            if isinstance(res, ServiceError):
-                items.append(_item(i, filename, res.status_code, None, res.message))
-            else:
-                preps.append((i, res))
-                items.append(_item(i, filename, 200, None, None))
-        if preps:
-            x = np.stack([p.x for _, p in preps])  # (n, 1, H, W)
-            out = await handle.batcher.infer(x, self.settings.request_timeout_s)
-            c0 = time.thread_time()
-            for row, (i, prep) in enumerate(preps):
-                one = {k: v[row] for k, v in out.items()}
-                items[i]["prediction"] = self._prediction(spec, one, prep, top_k, rectified)
-            self.metrics.stages(spec.name).answer.inc(time.thread_time() - c0)
+            results = [prepare_one(d) for d in files]
+        good = [(i, r) for i, r in enumerate(results) if not isinstance(r, ServiceError)]
+        answers: dict[int, T] = {}
+        if good:
+            x = np.stack([p.x for _, p in good])  # (n, 1, H, W)
+            out = await model.predict(x, self.settings.request_timeout_s)
+            outs = [{k: v[row] for k, v in out.items()} for row in range(len(good))]
+            shaped = self._answers(model, outs, [p for _, p in good], rectified, answer)
+            answers = {i: a for (i, _), a in zip(good, shaped, strict=True)}
+        items: list[T | ServiceError] = [
+            r if isinstance(r, ServiceError) else answers[i] for i, r in enumerate(results)
+        ]
         return items
 
     async def rectify(
@@ -320,20 +217,20 @@ class DataPlane:
     ) -> bytes:
         """PNG: the rectified crop (``size`` (w, h) samples the ORIGINAL upload; none gives the model's own
         ``rectified`` output) or, with ``overlay``, the upload with the sampled quadrilateral drawn."""
-        handle = self.get_ready(name)
-        spec = handle.runtime.spec
+        model = self.get_ready(name)
+        spec = model.spec
         if (size is not None or overlay) and spec.param_output not in GEOMETRIC:
             what = "an overlay" if overlay else "a rectified crop at a chosen size"
             raise Unprocessable(
                 f"model {spec.name!r} uses a {spec.transform} transform: {what} needs theta or "
                 f"a homography; call without ?size= for the model's own rectified output"
             )
-        decoded, prep = await self._cpu(True, self._decode_prepare, data, spec, invert, True)
-        out = await self._infer_one(handle, prep)
+        decoded, prep = await self._cpu(True, model.preprocess, data, invert, True)
+        out = await model.predict(prep.x[None], self.settings.request_timeout_s)
         if size is None and not overlay:
-            return png_bytes(rectified_to_pixels(out["rectified"][0], spec, prep.inverted))
+            return png_bytes(rectified_to_pixels(out["rectified"][0][0], spec, prep.inverted))
         assert spec.param_output is not None
-        params = to_upload(out[spec.param_output], prep.to_upload)
+        params = to_upload(out[spec.param_output][0], prep.to_upload)
         if overlay:
             corners = region_corners(params, *decoded.size)
             return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, corners)))
@@ -356,17 +253,8 @@ class DataPlane:
 
     async def infer_tensor(
         self, name: str, version: str | None, input_name: str, x: np.ndarray
-    ) -> tuple[ModelHandle, dict[str, np.ndarray]]:
-        handle = self.get_ready(name, version)
-        spec = handle.runtime.spec
-        if input_name != spec.input_name:
-            raise InvalidInput(f"unknown input {input_name!r}; model {name!r} takes {spec.input_name!r}")
-        h, w = spec.input_size
-        if x.ndim != 4 or x.shape[1:] != (1, h, w) or x.shape[0] < 1:
-            raise InvalidInput(
-                f"input {input_name!r} must have shape [N, 1, {h}, {w}] with N >= 1, got {list(x.shape)}"
-            )
-        # NaN or infinity (JSON null becomes NaN) would come back as NaN, which JSON cannot carry.
-        if not np.isfinite(x).all():
-            raise InvalidInput(f"input {input_name!r} holds NaN or infinite values")
-        return handle, await handle.batcher.infer(x, self.settings.request_timeout_s)
+    ) -> tuple[ServedModel, dict[str, np.ndarray]]:
+        """The model's outputs for a v2 input tensor that ``service.protocol_v2.check_input`` accepts."""
+        model = self.get_ready(name, version)
+        check_input(model.spec, input_name, x)
+        return model, await model.predict(x, self.settings.request_timeout_s)

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from service.errors import InvalidInput
+from service.repository import ModelSpec
 from service.schemas import InferenceRequest, RequestInput
 
 HEADER = "Inference-Header-Content-Length"
@@ -92,6 +93,18 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data belong to no input")
     return req, arrays
+
+
+def check_input(spec: ModelSpec, input_name: str, x: np.ndarray) -> None:
+    """A v2 input tensor is the model's: its name, shape ``[N, 1, H, W]`` (N >= 1) and finite values."""
+    if input_name != spec.input_name:
+        raise InvalidInput(f"unknown input {input_name!r}; model {spec.name!r} takes {spec.input_name!r}")
+    h, w = spec.input_size
+    if x.ndim != 4 or x.shape[1:] != (1, h, w) or x.shape[0] < 1:
+        raise InvalidInput(f"input {input_name!r} must have shape [N, 1, {h}, {w}] with N >= 1, got {list(x.shape)}")
+    # NaN or infinity (JSON null becomes NaN) would come back as NaN, which JSON cannot carry.
+    if not np.isfinite(x).all():
+        raise InvalidInput(f"input {input_name!r} holds NaN or infinite values")
 
 
 def wants_binary(req: InferenceRequest) -> dict[str, bool]:

@@ -1,5 +1,13 @@
-"""What the route handlers share: dependency aliases, the lean route class of the inference routes, and body
-reading with limits (the bearer token is ``service.auth``'s middleware).
+"""How every route is declared, and what the handlers share: the route table, the lean route class, the
+JSON answers, and body reading with limits (the bearer token is ``service.auth``'s middleware).
+
+One way to declare a route: ``Routes.get`` / ``Routes.post`` on a table (one per module, ``v1``, ``v2``,
+``ops``), with the path, the ``response_model``, the error codes and, for the image and tensor routes, the
+request body and the query parameters (``service.routes.params``). The handler is ``async def
+handler(request, **path_params) -> Response``. FastAPI generates the OpenAPI operation from the declaration
+(path parameters from the signature, the response model, ``openapi_extra`` built from the same ``Param``
+objects the handler parses with); ``create_app`` puts every table on the app's own router, ahead of the
+documentation routes.
 
 The body limit is enforced while the stream is read: ``Content-Length`` is checked first when present,
 and a body that grows past the limit is refused without being kept in memory.
@@ -9,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from enum import Enum
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
+import orjson
+from fastapi import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, APIRouter
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Receive, Scope, Send
@@ -25,41 +35,38 @@ from service.routes.params import Param, documented
 from service.schemas import ErrorResponse
 from service.settings import Settings
 
-# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency on a worker thread, a
-# thread hop per dependency per request for what is an attribute lookup. The inference routes use none
-# (``service.routes.v1``); the bearer token is ``service.auth``'s middleware.
+# Route handlers take no FastAPI dependencies: its per-request dependency resolution costs more CPU than
+# this service's model on small images (docs/service.md, "What a request costs").
 
 # After refusing an oversized body, up to this much more is read and dropped so that the client, still
 # sending, gets to read the 413 instead of a connection reset.
 DRAIN_BYTES = 64 * 1024 * 1024
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def get_dataplane(request: Request) -> DataPlane:
-    dataplane: DataPlane = request.app.state.dataplane
-    return dataplane
-
-
 def state_of(request: Request) -> tuple[DataPlane, Settings]:
-    """The data plane and settings, for the routes that take no dependencies (``LeanRoute``)."""
+    """The data plane and settings of the app that serves ``request``."""
     state = request.app.state
     return state.dataplane, state.settings
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+def json_response(content: Any) -> Response:
+    """Plain JSON values (the hand-shaped v1 answers, ``service.routes.answers``) encoded once."""
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+def model_response(model: BaseModel | Sequence[BaseModel]) -> Response:
+    """A pydantic answer (validated when it was built) as JSON."""
+    if isinstance(model, BaseModel):
+        return Response(model.model_dump_json(), media_type="application/json")
+    return json_response([m.model_dump(mode="json") for m in model])
 
 
 class LeanRoute(APIRoute):
     """An ``APIRoute`` whose endpoint is called as ``endpoint(request, **path_params)`` and returns a
     ``Response``: no dependency resolution, no body parsing, no response validation per request.
 
-    The inference routes use it (FastAPI's own handler costs more CPU per request than this service's
-    model). FastAPI still reads the endpoint's signature, ``response_model`` and ``openapi_extra`` for the
+    Every route of the service uses it (FastAPI's own handler costs more CPU per request than this
+    service's model). FastAPI still reads the endpoint's signature, ``response_model`` and ``openapi_extra`` for the
     OpenAPI schema, so the documentation is unchanged; what the route reads, it parses itself
     (``service.routes.params``, ``read_image``)."""
 
@@ -86,35 +93,43 @@ class LeanRoute(APIRoute):
         return handler
 
 
-class InferenceRoutes:
-    """``LeanRoute`` POST routes declared with a decorator and added straight to the app's own router by
-    ``add_to(app.router)``: FastAPI (0.165) matches the routes of an ``include_router``-ed router through
-    a per-request walk of the included routers (a sixth of the event loop's time on ``/v1/predict`` in a
-    py-spy profile), a router's own routes with one regex each."""
+class Routes:
+    """A table of ``LeanRoute`` routes, declared with ``get`` / ``post`` and added straight to the app's own
+    router by ``add_to(app.router, settings)``: FastAPI (0.165) matches the routes of an
+    ``include_router``-ed router through a per-request walk of the included routers (a sixth of the event
+    loop's time on ``/v1/predict`` in a py-spy profile), a router's own routes with one regex each."""
 
     def __init__(self, tags: list[str | Enum]) -> None:
         self.tags = tags
-        self.entries: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
+        self.entries: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = []
 
-    def post(self, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def _route(
+        self, method: str, path: str, kwargs: dict[str, Any]
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-            self.entries.append((path, endpoint, kwargs))
+            self.entries.append((method, path, endpoint, kwargs))
             return endpoint
 
         return register
 
+    def get(self, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self._route("GET", path, kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self._route("POST", path, kwargs)
+
     def add_to(self, router: APIRouter, settings: Settings) -> None:
         """``openapi_extra`` may be a function of the settings: the schema states this server's limits."""
-        for path, endpoint, kwargs in self.entries:
+        for method, path, endpoint, kwargs in self.entries:
             extra = kwargs.get("openapi_extra")
             if callable(extra):
                 kwargs = {**kwargs, "openapi_extra": extra(settings)}
             router.add_api_route(
-                path, endpoint, methods=["POST"], tags=self.tags, route_class_override=LeanRoute, **kwargs
+                path, endpoint, methods=[method], tags=self.tags, route_class_override=LeanRoute, **kwargs
             )
 
 
-def add_first(router: APIRouter, settings: Settings, *tables: InferenceRoutes) -> None:
+def add_first(router: APIRouter, settings: Settings, *tables: Routes) -> None:
     """Add the tables' routes to ``router`` ahead of the routes it has: a request is matched against the
     routes in order, and FastAPI puts its documentation routes first."""
     n = len(router.routes)

@@ -2,27 +2,29 @@
 
 Each route has a per-model form (``/v1/models/{name}/...``) and a default-model twin (``/v1/...``).
 
-The inference routes are lean on purpose: they take the ``Request`` alone, read their query through
-``service.routes.params`` and answer pre-encoded JSON (``response_model`` documents it; FastAPI does not
-re-validate a returned ``Response``). FastAPI's per-request dependency resolution and response validation
-cost more CPU than the model's own inference on this service's small images.
+Every route is declared on the ``routes`` table (``service.routes.deps.Routes``): the handlers take the
+``Request`` alone, read their query through ``service.routes.params`` and answer pre-encoded JSON
+(``response_model`` documents it; FastAPI does not re-validate a returned ``Response``), the answer shaped
+by ``service.routes.answers``. FastAPI's per-request dependency resolution and response validation cost
+more CPU than the model's own inference on this service's small images.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from service.errors import InvalidInput
+from service.routes.answers import batch_item, prediction
 from service.routes.deps import (
-    DataPlaneDep,
-    InferenceRoutes,
+    Routes,
     error_responses,
     image_body,
     is_multipart,
+    json_response,
+    model_response,
     read_files,
     read_image,
     state_of,
@@ -39,14 +41,9 @@ from service.routes.params import (
 )
 from service.schemas import BatchResponse, ModelInfo, ModelList, Prediction
 
-router = APIRouter(tags=["v1"])  # the model list
-inference = InferenceRoutes(tags=["v1"])  # predict, batch, rectify
+routes = Routes(tags=["v1"])
 
 PREDICT_ERRORS = error_responses(400, 401, 404, 413, 415, 503, 504)
-
-
-def json_response(content: Any) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _predict_doc(summary: str, multiple: bool = False) -> dict[str, Any]:
@@ -64,15 +61,15 @@ async def _predict(request: Request, name: str | None) -> Response:
     dp, settings = state_of(request)
     dp.admit(name)  # 404 / 503 (not ready, queue full) before reading a body
     data = await read_image(request, settings)
-    return json_response(await dp.predict(name, data, top_k=top_k, invert=invert, rectified=rectified))
+    return json_response(await dp.predict(name, data, prediction(top_k, rectified), invert=invert, rectified=rectified))
 
 
-@inference.post("/v1/models/{name}/predict", **_predict_doc("Classify one image with a named model"))
+@routes.post("/v1/models/{name}/predict", **_predict_doc("Classify one image with a named model"))
 async def predict_model(request: Request, name: str) -> Response:
     return await _predict(request, name)
 
 
-@inference.post("/v1/predict", **_predict_doc("Classify one image with the default model"))
+@routes.post("/v1/predict", **_predict_doc("Classify one image with the default model"))
 async def predict_default(request: Request) -> Response:
     return await _predict(request, None)
 
@@ -87,18 +84,21 @@ async def _batch(request: Request, name: str | None) -> Response:
     files = await read_files(request, settings, max_files=settings.max_batch_files)
     if not files:
         raise InvalidInput("multipart body has no file field 'image'")
-    items = await dp.predict_batch(name, files, top_k=top_k, invert=invert, rectified=rectified)
+    answers = await dp.predict_batch(
+        name, [d for _, d in files], prediction(top_k, rectified), invert=invert, rectified=rectified
+    )
+    items = [batch_item(i, f, a) for i, ((f, _), a) in enumerate(zip(files, answers, strict=True))]
     return json_response({"model": handle.name, "results": items})
 
 
-@inference.post(
+@routes.post(
     "/v1/models/{name}/predict/batch", **_predict_doc("Classify several images (multipart) with a model", True)
 )
 async def predict_batch_model(request: Request, name: str) -> Response:
     return await _batch(request, name)
 
 
-@inference.post("/v1/predict/batch", **_predict_doc("Classify several images with the default model", True))
+@routes.post("/v1/predict/batch", **_predict_doc("Classify several images with the default model", True))
 async def predict_batch_default(request: Request) -> Response:
     return await _batch(request, None)
 
@@ -131,23 +131,24 @@ async def _rectify(request: Request, name: str | None) -> Response:
     return Response(png, media_type="image/png")
 
 
-@inference.post("/v1/models/{name}/rectify", **_rectify_doc("The rectified crop (or the overlay) as PNG, named model"))
+@routes.post("/v1/models/{name}/rectify", **_rectify_doc("The rectified crop (or the overlay) as PNG, named model"))
 async def rectify_model(request: Request, name: str) -> Response:
     return await _rectify(request, name)
 
 
-@inference.post("/v1/rectify", **_rectify_doc("The rectified crop (or the overlay) as PNG, default model"))
+@routes.post("/v1/rectify", **_rectify_doc("The rectified crop (or the overlay) as PNG, default model"))
 async def rectify_default(request: Request) -> Response:
     return await _rectify(request, None)
 
 
-@router.get(
+@routes.get(
     "/v1/models",
     response_model=ModelList,
     responses=error_responses(401),
     summary="The served models and what their metadata say",
 )
-async def list_models(dp: DataPlaneDep) -> ModelList:
+async def list_models(request: Request) -> Response:
+    dp, _ = state_of(request)
     infos = []
     for name, handle in dp.models.items():
         rt = handle.runtime
@@ -168,4 +169,4 @@ async def list_models(dp: DataPlaneDep) -> ModelList:
                 }
             )
         infos.append(info)
-    return ModelList(default_model=dp.default_model, models=infos)
+    return model_response(ModelList(default_model=dp.default_model, models=infos))

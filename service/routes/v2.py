@@ -2,27 +2,21 @@
 
 Health and server metadata are open; model metadata, readiness, config and inference need the bearer
 token when one is set (``service.auth``). Inference takes JSON tensors and the binary-data extension both
-ways; like v1's inference routes it takes the ``Request`` alone (no per-request dependency resolution).
+ways. Every route is declared on a ``service.routes.deps.Routes`` table, like v1's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from service import __version__
+from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady
 from service.protocol_v2 import HEADER, encode_infer_response, parse_infer_request, wants_binary
-from service.routes.deps import (
-    DataPlaneDep,
-    InferenceRoutes,
-    SettingsDep,
-    error_responses,
-    read_body,
-    state_of,
-)
+from service.routes.deps import Routes, error_responses, json_response, model_response, read_body, state_of
 from service.schemas import (
     InferenceResponse,
     LiveResponse,
@@ -33,21 +27,20 @@ from service.schemas import (
     TensorMetadata,
 )
 
-health = APIRouter(tags=["v2 health"])
-models = APIRouter(tags=["v2"])
-inference = InferenceRoutes(tags=["v2"])  # added to the app router directly (service.routes.deps)
+health = Routes(tags=["v2 health"])
+routes = Routes(tags=["v2"])
 
 PLATFORM = "onnxruntime_onnx"
 
 
 @health.get("/v2", response_model=ServerMetadata, summary="Server metadata")
-async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="stn-serve", version=__version__, extensions=["binary_tensor_data"])
+async def server_metadata(request: Request) -> Response:
+    return model_response(ServerMetadata(name="stn-serve", version=__version__, extensions=["binary_tensor_data"]))
 
 
 @health.get("/v2/health/live", response_model=LiveResponse, summary="Liveness: the process answers")
-async def live() -> LiveResponse:
-    return LiveResponse(live=True)
+async def live(request: Request) -> Response:
+    return model_response(LiveResponse(live=True))
 
 
 @health.get(
@@ -56,14 +49,15 @@ async def live() -> LiveResponse:
     responses=error_responses(503),
     summary="Readiness: every model loaded and warmed",
 )
-async def ready(dp: DataPlaneDep) -> ReadyResponse:
+async def ready(request: Request) -> Response:
+    dp, _ = state_of(request)
     if not dp.ready:
         failed = [f"{n}: {h.runtime.error}" for n, h in dp.models.items() if h.runtime.error]
         raise ModelNotReady("not ready: " + ("; ".join(failed) if failed else "models are loading"))
-    return ReadyResponse(ready=True)
+    return model_response(ReadyResponse(ready=True))
 
 
-def _metadata(dp: DataPlaneDep, name: str, version: str | None) -> ModelMetadata:
+def _metadata(dp: DataPlane, name: str, version: str | None) -> ModelMetadata:
     handle = dp.get(name, version)
     rt = handle.runtime
     if not rt.loaded:
@@ -84,53 +78,59 @@ def _metadata(dp: DataPlaneDep, name: str, version: str | None) -> ModelMetadata
 MODEL_ERRORS = error_responses(401, 404, 503)
 
 
-@models.get(
+@routes.get(
     "/v2/models/{name}", response_model=ModelMetadata, responses=MODEL_ERRORS, summary="Model metadata"
 )
-async def model_metadata(dp: DataPlaneDep, name: str) -> ModelMetadata:
-    return _metadata(dp, name, None)
+async def model_metadata(request: Request, name: str) -> Response:
+    return model_response(_metadata(state_of(request)[0], name, None))
 
 
-@models.get(
+@routes.get(
     "/v2/models/{name}/versions/{version}",
     response_model=ModelMetadata,
     responses=MODEL_ERRORS,
     summary="Model metadata (one version)",
 )
-async def model_version_metadata(dp: DataPlaneDep, name: str, version: str) -> ModelMetadata:
-    return _metadata(dp, name, version)
+async def model_version_metadata(request: Request, name: str, version: str) -> Response:
+    return model_response(_metadata(state_of(request)[0], name, version))
 
 
-def _ready(dp: DataPlaneDep, name: str, version: str | None) -> ReadyResponse:
-    dp.get_ready(name, version)
-    return ReadyResponse(ready=True)
+def _ready(request: Request, name: str, version: str | None) -> Response:
+    state_of(request)[0].get_ready(name, version)
+    return model_response(ReadyResponse(ready=True))
 
 
-@models.get(
+@routes.get(
     "/v2/models/{name}/ready", response_model=ReadyResponse, responses=MODEL_ERRORS, summary="Model readiness"
 )
-async def model_ready(dp: DataPlaneDep, name: str) -> ReadyResponse:
-    return _ready(dp, name, None)
+async def model_ready(request: Request, name: str) -> Response:
+    return _ready(request, name, None)
 
 
-@models.get(
+@routes.get(
     "/v2/models/{name}/versions/{version}/ready",
     response_model=ReadyResponse,
     responses=MODEL_ERRORS,
     summary="Model readiness (one version)",
 )
-async def model_version_ready(dp: DataPlaneDep, name: str, version: str) -> ReadyResponse:
-    return _ready(dp, name, version)
+async def model_version_ready(request: Request, name: str, version: str) -> Response:
+    return _ready(request, name, version)
 
 
-@models.get("/v2/models/{name}/config", responses=MODEL_ERRORS, summary="Triton-style model configuration")
-async def model_config(dp: DataPlaneDep, settings: SettingsDep, name: str) -> dict[str, Any]:
+@routes.get(
+    "/v2/models/{name}/config",
+    response_model=dict[str, Any],
+    responses=MODEL_ERRORS,
+    summary="Triton-style model configuration",
+)
+async def model_config(request: Request, name: str) -> Response:
+    dp, settings = state_of(request)
     md = _metadata(dp, name, None)
 
     def tensor(t: TensorMetadata) -> dict[str, Any]:
         return {"name": t.name, "data_type": "TYPE_FP32", "dims": t.shape[1:]}
 
-    return {
+    return json_response({
         "name": name,
         "platform": PLATFORM,
         "backend": "onnxruntime",
@@ -139,17 +139,18 @@ async def model_config(dp: DataPlaneDep, settings: SettingsDep, name: str) -> di
         "output": [tensor(t) for t in md.outputs],
         "dynamic_batching": {"max_queue_delay_microseconds": settings.max_queue_delay_us},
         "parameters": {k: {"string_value": v} for k, v in dp.get(name).runtime.spec.metadata.items()},
-    }
+    })
 
 
-@models.post(
+@routes.post(
     "/v2/repository/index",
     response_model=list[RepositoryIndexEntry],
     responses=error_responses(401),
     summary="Repository index",
 )
-async def repository_index(dp: DataPlaneDep) -> list[RepositoryIndexEntry]:
-    return [
+async def repository_index(request: Request) -> Response:
+    dp, _ = state_of(request)
+    return model_response([
         RepositoryIndexEntry(
             name=n,
             version=h.runtime.entry.version,
@@ -157,7 +158,7 @@ async def repository_index(dp: DataPlaneDep) -> list[RepositoryIndexEntry]:
             reason=h.runtime.error or "",
         )
         for n, h in dp.models.items()
-    ]
+    ])
 
 
 INFER_BODY = {
@@ -205,7 +206,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     return Response(content, media_type=media, headers=headers)
 
 
-@inference.post(
+@routes.post(
     "/v2/models/{name}/infer",
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
@@ -216,7 +217,7 @@ async def infer(request: Request, name: str) -> Response:
     return await _infer(request, name, None)
 
 
-@inference.post(
+@routes.post(
     "/v2/models/{name}/versions/{version}/infer",
     response_class=JSONResponse,
     responses=INFER_RESPONSES,

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.routes.deps import InferenceRoutes, LeanRoute, add_first
+from service.routes.deps import LeanRoute, Routes, add_first
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ class Answer(BaseModel):
 
 def lean_app() -> tuple[FastAPI, list[object]]:
     calls: list[object] = []
-    table = InferenceRoutes(tags=["t"])
+    table = Routes(tags=["t"])
 
     @table.post("/items/{name}", response_model=Answer, responses={418: {"description": "teapot"}},
                 openapi_extra={"parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}]})

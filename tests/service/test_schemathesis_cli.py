@@ -53,7 +53,8 @@ def test_schemathesis_all_checks(
         if token:
             cmd += ["-H", f"Authorization: Bearer {token}"]
         run_env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.utils.st_hooks", "PYTHONPATH": str(ROOT)}
-        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=600)
+        # (cwd: schemathesis keeps a cache folder, .schemathesis, where it runs)
+        proc = subprocess.run(cmd, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     m = re.search(r"(\d+) generated, (.*)", out)
     assert proc.returncode == 0 and m is not None, out[-6000:]

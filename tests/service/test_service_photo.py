@@ -15,9 +15,9 @@ from PIL import Image, ImageDraw
 
 from service import preprocess
 from service.app import create_app
-from service.dataplane import DRAFT
 from service.errors import UnsupportedMediaType
 from service.geometry import region_corners, to_upload
+from service.model import DRAFT
 from service.preprocess import decode, prepare
 from service.repository import ModelSpec
 

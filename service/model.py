@@ -1,0 +1,102 @@
+"""One served model (KServe's ``Model``): its onnxruntime session and batcher, and the image pipeline in three
+stages, each one's CPU time counted per model (``stn_stage_cpu_seconds_total{model,stage}``):
+
+- ``preprocess``: decode the upload (bounded: Pillow's JPEG draft mode unless the full image is needed) and
+  prepare the model input from the model's metadata only (``service.preprocess``);
+- ``predict``: the batcher runs the session (several requests share one run);
+- ``postprocess``: class probabilities, the transform's parameters in the upload's own coordinates, the
+  region they sample there and, when asked, the rectified crop's pixels: a ``Result``, not an HTTP answer
+  (the wire shape is the routes' job, ``service.routes.answers``).
+
+Nothing here knows about HTTP beyond raising the domain errors of ``service.errors``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.batching import DynamicBatcher
+from service.geometry import region_points, to_upload
+from service.metrics import Metrics
+from service.preprocess import Decoded, Invert, Prepared, decode, prepare, rectified_to_pixels
+from service.repository import ModelSpec
+from service.runtime import ModelRuntime
+
+DRAFT = 2  # JPEG draft decoding: at least this many times the model input's size
+GEOMETRIC = ("theta", "homography")  # parameter outputs that map the crop onto the input by a matrix
+
+
+def softmax(logits: list[float]) -> list[float]:
+    """In float64, in plain Python: for one answer's ten-odd classes, numpy's per-call overhead is most of it."""
+    m = max(logits)
+    e = [math.exp(v - m) for v in logits]
+    total = math.fsum(e)
+    return [v / total for v in e]
+
+
+@dataclass
+class Result:
+    """What the model made of one image."""
+
+    probabilities: list[float]  # per class, in the order of ``spec.labels``
+    params: list[Any] | None  # the parameter output (``spec.param_output``), in the upload's coordinates
+    region: list[list[float]] | None  # the sampled quadrilateral in the upload's pixels (matrix families)
+    image_size: tuple[int, int]  # the upload's (W, H) after its EXIF orientation
+    inverted: bool  # whether the upload was inverted for the model
+    rectified: np.ndarray | None  # the model's rectified crop as uint8 pixels, in the upload's polarity
+
+
+@dataclass
+class ServedModel:
+    runtime: ModelRuntime
+    batcher: DynamicBatcher
+    metrics: Metrics
+    max_image_pixels: int
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.runtime.spec
+
+    def preprocess(self, data: bytes, invert: Invert, full: bool = False) -> tuple[Decoded, Prepared]:
+        """Decode and prepare one upload; ``full`` decodes every pixel (the original is needed)."""
+        spec = self.spec
+        h, w = spec.input_size
+        stages = self.metrics.stages(spec.name)  # CPU of this thread per stage
+        c0 = time.thread_time()
+        # A JPEG is decoded at a reduced DCT scale (>= 2x the model input: the DCT scaling averages, and the
+        # resize after it averages again) unless the full image is needed. 4x cost the photo model 5.5 ms of
+        # decode and 4.3 of resize per 1600x1200 photo (bench/results/service_20261201-2235.md), for a
+        # 256-px input that 2x serves as well.
+        decoded = decode(data, self.max_image_pixels, None if full else (DRAFT * w, DRAFT * h))
+        c1 = time.thread_time()
+        prep = prepare(decoded, spec, invert)
+        stages.decode.inc(c1 - c0)
+        stages.preprocess.inc(time.thread_time() - c1)
+        stages.images.inc()
+        return decoded, prep
+
+    async def predict(self, x: np.ndarray, timeout_s: float) -> dict[str, np.ndarray]:
+        """The session's outputs for a batch ``x`` ``(N, 1, H, W)``, through the batcher."""
+        return await self.batcher.infer(x, timeout_s)
+
+    def postprocess(self, out: dict[str, np.ndarray], prep: Prepared, rectified: bool) -> Result:
+        """One image's outputs (the batch axis removed) -> ``Result``."""
+        spec = self.spec
+        params = out.get(spec.param_output) if spec.param_output else None
+        if params is not None and prep.to_upload is not None and spec.param_output in GEOMETRIC:
+            params = to_upload(params, prep.to_upload)  # letterboxed input -> the upload's own coordinates
+        param_list = params.astype(np.float64).tolist() if params is not None else None
+        region = None
+        if param_list is not None and spec.param_output in GEOMETRIC:
+            region = region_points(param_list, *prep.size)
+        pixels = rectified_to_pixels(out["rectified"][0], spec, prep.inverted) if rectified else None
+        return Result(softmax(out["logits"].tolist()), param_list, region, prep.size, prep.inverted, pixels)
