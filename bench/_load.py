@@ -267,12 +267,12 @@ def free_port() -> int:
 class ServerProcess:
     """A server process (own process group, output to a log file); ``stop()`` sends SIGTERM and waits."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], log_dir: Path, name: str) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str], log_dir: Path, name: str, cwd: Path | None = None) -> None:
         self.cmd = cmd
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "w")  # closed in stop()
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     @property
