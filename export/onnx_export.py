@@ -58,7 +58,7 @@ from export.verify import (
     verify,
 )
 from model.checkpoint import load_checkpoint
-from model.nets import full_config
+from model.nets import ModelConfig, full_config
 
 log = logging.getLogger(__name__)
 
@@ -91,40 +91,40 @@ class ExportError(RuntimeError):
     """The export or its verification failed; the message says what and by how much."""
 
 
-def param_shape(config: dict[str, Any]) -> list[int]:
+def param_shape(config: ModelConfig) -> list[int]:
     """Per-sample shape of the parameter output (without the batch dimension)."""
-    if config["arch"] == "cnn":
+    if config.arch == "cnn":
         return [2, 3]
-    transform = config["transform"]
+    transform = config.transform
     if transform == "projective":
         return [3, 3]
     if transform == "tps":
-        k = int(config["tps_grid"]) ** 2
+        k = int(config.tps_grid) ** 2
         return [k, 2]
     return [2, 3]
 
 
-def expected_io(config: dict[str, Any], output_names: Sequence[str]) -> dict[str, list[int]]:
+def expected_io(config: ModelConfig, output_names: Sequence[str]) -> dict[str, list[int]]:
     """``{name: per-sample dims}`` of the input and the three outputs (the batch dimension is dynamic)."""
-    h, w = config["input_size"]
-    oh, ow = config["output_size"]
+    h, w = config.input_size
+    oh, ow = config.output_size
     logits, params, rectified = output_names
     return {
-        INPUT_NAME: [int(config["in_channels"]), int(h), int(w)],
-        logits: [int(config["num_classes"])],
+        INPUT_NAME: [int(config.in_channels), int(h), int(w)],
+        logits: [int(config.num_classes)],
         params: param_shape(config),
-        rectified: [int(config["in_channels"]), int(oh), int(ow)],
+        rectified: [int(config.in_channels), int(oh), int(ow)],
     }
 
 
-def export_graph(model: nn.Module, config: dict[str, Any], opset: int = OPSET) -> onnx.ModelProto:
+def export_graph(model: nn.Module, config: ModelConfig, opset: int = OPSET) -> onnx.ModelProto:
     """Trace ``model`` (eval mode) into an ONNX ModelProto with a dynamic batch dimension ``N``."""
     if model.training:
         raise ExportError("the model is in training mode; call model.eval() first (dropout, batch norm)")
     names = list(model.output_names)  # type: ignore[arg-type]
-    h, w = config["input_size"]
+    h, w = config.input_size
     # Batch 2, not 1: torch.export specialises a dimension whose example size is 0 or 1.
-    example = torch.zeros(2, int(config["in_channels"]), int(h), int(w))
+    example = torch.zeros(2, int(config.in_channels), int(h), int(w))
     batch = torch.export.Dim(BATCH_DIM, min=1)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -199,24 +199,24 @@ def format_error_rate(errors: int, n: int) -> str:
     return format_fraction(errors / n)
 
 
-def metadata(ckpt: dict[str, Any], config: dict[str, Any], output_names: Sequence[str], name: str,
+def metadata(ckpt: dict[str, Any], config: ModelConfig, output_names: Sequence[str], name: str,
              test_error: str) -> dict[str, str]:
     """The ``stn.*`` metadata_props: everything a server needs, from the checkpoint alone."""
     data = ckpt.get("data") or {}
-    num_classes = int(config["num_classes"])
+    num_classes = int(config.num_classes)
     labels = [str(v) for v in data.get("labels") or range(num_classes)]
     if len(labels) != num_classes:
         raise ExportError(f"{len(labels)} labels in the checkpoint for {num_classes} classes")
-    mean = float(data.get("mean", config["mean"]))
-    std = float(data.get("std", config["std"]))
-    if (mean, std) != (float(config["mean"]), float(config["std"])):
+    mean = float(data.get("mean", config.mean))
+    std = float(data.get("std", config.std))
+    if (mean, std) != (float(config.mean), float(config.std)):
         # The sampler's fill value (normalised black) is baked into the graph from the config.
-        raise ExportError(f"data mean/std {mean}/{std} differ from the model config's {config['mean']}/"
-                          f"{config['std']}")
-    h, w = config["input_size"]
+        raise ExportError(f"data mean/std {mean}/{std} differ from the model config's {config.mean}/"
+                          f"{config.std}")
+    h, w = config.input_size
     if data.get("input_size") and [int(v) for v in data["input_size"]] != [int(h), int(w)]:
         raise ExportError(f"data input_size {data['input_size']} differs from the model's {[h, w]}")
-    oh, ow = config["output_size"]
+    oh, ow = config.output_size
     return {
         "stn.labels": json.dumps(labels),
         "stn.input_size": f"{int(h)},{int(w)}",
@@ -224,9 +224,9 @@ def metadata(ckpt: dict[str, Any], config: dict[str, Any], output_names: Sequenc
         "stn.mean": repr(mean),
         "stn.std": repr(std),
         "stn.polarity": str(data.get("polarity", "white_on_black")),
-        "stn.transform": config["transform"] if config["arch"] in ("stcnn", "photo") else "none",
+        "stn.transform": config.transform if config.arch in ("stcnn", "photo") else "none",
         "stn.resize": str(data.get("resize", "stretch")),
-        "stn.padding": "border" if config["arch"] == "photo" else "zeros",
+        "stn.padding": "border" if config.arch == "photo" else "zeros",
         "stn.param_output": output_names[1],
         "stn.num_classes": str(num_classes),
         "stn.dataset": str(data.get("dataset", "")),
@@ -300,7 +300,7 @@ def _test_data(ckpt: dict[str, Any], data_dir: str | Path | None) -> tuple[Tenso
         from model.data import load_mnist
         from model.photo import test_set as photo_test_set
 
-        side = int(full_config(ckpt["config"])["input_size"][0])
+        side = full_config(ckpt["config"]).input_size[0]
         xs, ys, _ = photo_test_set(load_mnist(data_dir), side)
         return torch.from_numpy(xs)[:, None].float() / 255.0, torch.from_numpy(ys)
     kind = dataset.removeprefix("mnist-")
@@ -309,7 +309,7 @@ def _test_data(ckpt: dict[str, Any], data_dir: str | Path | None) -> tuple[Tenso
                           "pass --no-data to export without real-image checks")
     x, y = test_set(kind, load_mnist(data_dir))
     cfg = full_config(ckpt["config"])
-    return (x - float(cfg["mean"])) / float(cfg["std"]), y
+    return (x - cfg.mean) / cfg.std, y
 
 
 def _source_card(checkpoint: Path, ckpt: dict[str, Any], name: str) -> tuple[dict[str, Any], str | None,
@@ -421,7 +421,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
     if not name or set(name) - NAME_CHARS:
         raise ExportError(f"model name {name!r}: use letters, digits, '_' and '-' only")
     names = list(model.output_names)  # type: ignore[arg-type]
-    mean, std = float(config["mean"]), float(config["std"])
+    mean, std = float(config.mean), float(config.std)
     command = command or f"stn-export {checkpoint} --out {out_dir} --name {name}"
 
     proto = export_graph(model, config)
@@ -446,7 +446,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
         save(proto, path)
         check_file(path)
         session = cpu_session(path, threads)
-        report = verify(model, session, names, input_size=config["input_size"], mean=mean, std=std,
+        report = verify(model, session, names, input_size=config.input_size, mean=mean, std=std,
                         real=real, test=test, batch_sizes=batch_sizes, tol=tol)
         failures = report.failures()
         if failures:
@@ -506,7 +506,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
 
 
 def _export_fp16(proto: onnx.ModelProto, name: str, staging: Path, session32: Any, meta: dict[str, str],
-                 real: Tensor | None, test: tuple[Tensor, Tensor] | None, config: dict[str, Any],
+                 real: Tensor | None, test: tuple[Tensor, Tensor] | None, config: ModelConfig,
                  mean: float, std: float, threads: int) -> dict[str, Any]:
     """Write the FP16 entry and measure it against the float32 ONNX model on onnxruntime's CPU provider."""
     name16 = f"{name}_fp16"
@@ -516,7 +516,7 @@ def _export_fp16(proto: onnx.ModelProto, name: str, staging: Path, session32: An
     save(proto16, path)
     check_file(path)
     session16 = cpu_session(path, threads)
-    x = real if real is not None else random_images(N_REAL, config["input_size"], mean, std, seed=100)
+    x = real if real is not None else random_images(N_REAL, config.input_size, mean, std, seed=100)
     ref, got = onnx_outputs(session32, x), onnx_outputs(session16, x)
     names = [o.name for o in proto.graph.output]
     parity = compare("fp16 vs fp32", names, ref, got, Tolerances())

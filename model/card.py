@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model.nets import count_params
+from model.nets import ModelConfig, count_params
 
 PAPER = {"rts": {"st-cnn": 0.005, "cnn": 0.008}, "tc": {"st-cnn": 0.017, "cnn": 0.035},
          "r": {"st-cnn": 0.007, "cnn": 0.012}, "p": {"st-cnn": 0.008, "cnn": 0.014},
@@ -79,15 +79,15 @@ def plot_rectified(path: Path, model: nn.Module, x: Tensor, y: Tensor, mean: flo
     plt.close(fig)
 
 
-def write_card(out: Path, *, name: str, opts: dict[str, Any], cfg: dict[str, Any], model: nn.Module,
+def write_card(out: Path, *, name: str, opts: dict[str, Any], cfg: ModelConfig, model: nn.Module,
                metrics: dict[str, Any], history: list[dict[str, float]], data_meta: dict[str, Any],
                hardware: dict[str, Any], wall_time_s: float, cpu_time_s: float, command: str | None,
                test: tuple[Tensor, Tensor] | None, device: torch.device) -> dict[str, Any]:
     dist = opts["distortion"]
     card: dict[str, Any] = {
         "name": name,
-        "arch": cfg["arch"],
-        "transform": cfg["transform"] if cfg["arch"] == "stcnn" else None,
+        "arch": cfg.arch,
+        "transform": cfg.transform if cfg.arch == "stcnn" else None,
         "dataset": data_meta["dataset"],
         "test_error": metrics.get("test_error"),
         "test_set": f"the 10,000 MNIST-test digits, distorted once ({dist}, seed fixed in model/distort.py)",
@@ -105,14 +105,14 @@ def write_card(out: Path, *, name: str, opts: dict[str, Any], cfg: dict[str, Any
                  "validation": "MNIST-train digits 55,000-59,999, distorted once (model selection)"},
         "command": command,
         "training": {k: v for k, v in opts.items() if k not in ("data_dir",)},
-        "model_config": cfg,
+        "model_config": cfg.to_dict(),
         "history": history,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     plot_curves(out / "curves.png", history, name)
-    if test is not None and cfg["arch"] == "stcnn":
-        plot_rectified(out / "rectified.png", model, test[0], test[1], cfg["mean"], cfg["std"], device)
+    if test is not None and cfg.arch == "stcnn":
+        plot_rectified(out / "rectified.png", model, test[0], test[1], cfg.mean, cfg.std, device)
     (out / "card.md").write_text(render_markdown(card))
     return card
 

@@ -11,16 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.nets import build_model
+from model.nets import ModelConfig, build_model, full_config
 
 FORMAT = "stn-checkpoint/1"
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], data: dict[str, Any],
+def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig | dict[str, Any], data: dict[str, Any],
                     metrics: dict[str, Any], card: dict[str, Any] | None = None,
                     train_state: dict[str, Any] | None = None) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": FORMAT, "config": config, "state_dict": model.state_dict(), "data": data,
+    blob = {"format": FORMAT, "config": full_config(config).to_dict(), "state_dict": model.state_dict(), "data": data,
             "metrics": metrics, "card": card, "train_state": train_state}
     write_checkpoint(path, blob)
 

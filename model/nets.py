@@ -10,50 +10,83 @@ normalised black takes (``-mean / std``), so what lies outside the input reads a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.transforms import Family, affine_grid, build_family
+from model.transforms import FAMILIES, Family, affine_grid, build_family
 
-DEFAULTS: dict[str, Any] = {
-    "arch": "stcnn",  # "stcnn" (spatial transformer + classifier), "cnn" (the classifier alone) or "photo"
-    "transform": "affine",
-    "in_channels": 1,
-    "input_size": [42, 42],
-    "output_size": [28, 28],
-    "num_classes": 10,
-    "tps_grid": 4,
-    "loc_channels": [20, 40],
-    "loc_hidden": 64,
-    "cls_channels": [32, 64, 128],
-    "cls_hidden": 256,
-    "dropout": 0.3,
-    "mean": 0.1307,
-    "std": 0.3081,
+ARCHS = ("stcnn", "cnn", "photo")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model takes, and its defaults (checkpoints store it as a dict: ``to_dict`` / ``from_dict``)."""
+
+    arch: str = "stcnn"  # "stcnn" (spatial transformer + classifier), "cnn" (the classifier alone) or "photo"
+    transform: str = "affine"  # the transformer's family (model.transforms.FAMILIES)
+    in_channels: int = 1
+    input_size: tuple[int, int] = (42, 42)  # (H, W) of the input
+    output_size: tuple[int, int] = (28, 28)  # (h, w) of the rectified crop the classifier reads
+    num_classes: int = 10
+    tps_grid: int = 4  # tps only: control points per side
+    loc_channels: tuple[int, ...] = (20, 40)  # the localisation net's conv widths
+    loc_hidden: int = 64
+    cls_channels: tuple[int, ...] = (32, 64, 128)  # the classifier's conv widths
+    cls_hidden: int = 256
+    dropout: float = 0.3
+    mean: float = 0.1307  # input normalisation: (pixel / 255 - mean) / std
+    std: float = 0.3081
     # arch "photo" only (model.photo_net): the coarse localisation view and the glimpse, in pixels.
-    "view_size": 64,
-    "glimpse_size": 48,
-}
+    view_size: int = 64
+    glimpse_size: int = 48
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose {', '.join(repr(a) for a in ARCHS)}")
+        if self.transform not in FAMILIES:
+            raise ValueError(f"unknown transform family {self.transform!r}; choose one of {', '.join(FAMILIES)}")
+        for name in ("input_size", "output_size"):
+            size = getattr(self, name)
+            if len(size) != 2 or any(int(v) < 1 for v in size):
+                raise ValueError(f"{name} must be two positive integers (H, W), got {size}")
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any] | ModelConfig) -> ModelConfig:
+        if isinstance(config, ModelConfig):
+            return config
+        known = {f.name for f in fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        typed: dict[str, Any] = dict(config)
+        for name in ("input_size", "output_size", "loc_channels", "cls_channels"):
+            if name in typed:
+                typed[name] = tuple(int(v) for v in typed[name])
+        return cls(**typed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (lists for the tuples), as checkpoints and cards store it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def full_config(config: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-    out = {**DEFAULTS, **config}
-    out["input_size"] = [int(v) for v in out["input_size"]]
-    out["output_size"] = [int(v) for v in out["output_size"]]
-    return out
+DEFAULTS: dict[str, Any] = ModelConfig().to_dict()
 
 
-def check_input(x: Tensor, cfg: dict[str, Any]) -> None:
+def full_config(config: dict[str, Any] | ModelConfig) -> ModelConfig:
+    """The typed config of ``config`` (a checkpoint's dict, or a ``ModelConfig``), defaults filled in."""
+    return ModelConfig.from_dict(config)
+
+
+def check_input(x: Tensor, cfg: ModelConfig) -> None:
     """The model's boundary: ``x`` must be ``(B, C, H, W)`` as the config says, else a ValueError saying what
     arrived (rather than a matmul error deep inside)."""
-    c = int(cfg["in_channels"])
-    h, w = cfg["input_size"]
+    c = cfg.in_channels
+    h, w = cfg.input_size
     if x.dim() != 4 or tuple(x.shape[1:]) != (c, int(h), int(w)):
         raise ValueError(f"input must be (B, {c}, {h}, {w}), got {tuple(x.shape)}")
 
@@ -69,7 +102,7 @@ class LocNet(nn.Module):
     Its last layer starts at zero weight and identity bias, so training starts from the identity transform.
     """
 
-    def __init__(self, in_channels: int, input_size: tuple[int, int], channels: list[int], hidden: int,
+    def __init__(self, in_channels: int, input_size: tuple[int, int], channels: Sequence[int], hidden: int,
                  family: Family) -> None:
         super().__init__()
         c1, c2 = channels
@@ -98,12 +131,12 @@ class SpatialTransformer(nn.Module):
     family's exported parameters (``theta`` ``(B, 2, 3)`` for the affine-type families).
     """
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.family = build_family(cfg["transform"], tuple(cfg["output_size"]), cfg["tps_grid"])
-        self.loc = LocNet(cfg["in_channels"], tuple(cfg["input_size"]), cfg["loc_channels"], cfg["loc_hidden"],
+        self.family = build_family(cfg.transform, cfg.output_size, cfg.tps_grid)
+        self.loc = LocNet(cfg.in_channels, cfg.input_size, cfg.loc_channels, cfg.loc_hidden,
                           self.family)
-        self.fill = -cfg["mean"] / cfg["std"]  # normalised black
+        self.fill = -cfg.mean / cfg.std  # normalised black
 
     def sample(self, x: Tensor, grid: Tensor) -> Tensor:
         # Bilinear, so the output is differentiable in the grid (rounding would give zero gradient).
@@ -119,7 +152,7 @@ class SpatialTransformer(nn.Module):
 class Classifier(nn.Module):
     """Three conv-BN-ReLU-pool stages and two fully connected layers, on the ``output_size`` image."""
 
-    def __init__(self, in_channels: int, size: tuple[int, int], channels: list[int], hidden: int,
+    def __init__(self, in_channels: int, size: tuple[int, int], channels: Sequence[int], hidden: int,
                  num_classes: int, dropout: float) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -142,17 +175,17 @@ class Classifier(nn.Module):
 class STCNN(nn.Module):
     """Spatial transformer in front of the classifier. ``forward`` -> ``(logits, params, rectified)``."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any] | ModelConfig) -> None:
         super().__init__()
         self.config = full_config(config)
         cfg = self.config
         self.stn = SpatialTransformer(cfg)
-        self.classifier = Classifier(cfg["in_channels"], tuple(cfg["output_size"]), cfg["cls_channels"],
-                                     cfg["cls_hidden"], cfg["num_classes"], cfg["dropout"])
+        self.classifier = Classifier(cfg.in_channels, cfg.output_size, cfg.cls_channels,
+                                     cfg.cls_hidden, cfg.num_classes, cfg.dropout)
 
     @property
     def output_names(self) -> list[str]:
-        param_name = {"projective": "homography", "tps": "control_points"}.get(self.config["transform"], "theta")
+        param_name = {"projective": "homography", "tps": "control_points"}.get(self.config.transform, "theta")
         return ["logits", param_name, "rectified"]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -167,15 +200,15 @@ class BaselineCNN(nn.Module):
     ``forward`` -> ``(logits, theta, rectified)`` with ``theta`` the constant identity, for a uniform interface.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any] | ModelConfig) -> None:
         super().__init__()
         self.config = full_config(config)
         cfg = self.config
-        self.output_size = tuple(cfg["output_size"])
-        self.fill = -cfg["mean"] / cfg["std"]
+        self.output_size = cfg.output_size
+        self.fill = -cfg.mean / cfg.std
         self.register_buffer("theta_id", torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]), persistent=False)
-        self.classifier = Classifier(cfg["in_channels"], self.output_size, cfg["cls_channels"],
-                                     cfg["cls_hidden"], cfg["num_classes"], cfg["dropout"])
+        self.classifier = Classifier(cfg.in_channels, self.output_size, cfg.cls_channels,
+                                     cfg.cls_hidden, cfg.num_classes, cfg.dropout)
 
     output_names = ["logits", "theta", "rectified"]
     theta_id: Tensor  # (1, 2, 3) buffer
@@ -189,17 +222,17 @@ class BaselineCNN(nn.Module):
         return self.classifier(rectified), theta, rectified
 
 
-def build_model(config: dict[str, Any]) -> nn.Module:
+def build_model(config: dict[str, Any] | ModelConfig) -> nn.Module:
     cfg = full_config(config)
-    if cfg["arch"] == "stcnn":
+    if cfg.arch == "stcnn":
         return STCNN(cfg)
-    if cfg["arch"] == "cnn":
+    if cfg.arch == "cnn":
         return BaselineCNN(cfg)
-    if cfg["arch"] == "photo":
+    if cfg.arch == "photo":
         from model.photo_net import PhotoSTN
 
         return PhotoSTN(cfg)
-    raise ValueError(f"unknown arch {cfg['arch']!r}; choose 'stcnn', 'cnn' or 'photo'")
+    raise ValueError(f"unknown arch {cfg.arch!r}; choose 'stcnn', 'cnn' or 'photo'")
 
 
 def count_params(model: nn.Module) -> int:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.nets import Classifier, check_input
+from model.nets import Classifier, ModelConfig, check_input
 from model.transforms import affine_grid
 
 EPS = 1e-4
@@ -105,25 +105,24 @@ class PhotoSTN(nn.Module):
 
     output_names = ["logits", "theta", "rectified"]
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any] | ModelConfig) -> None:
         super().__init__()
         from model.nets import full_config
 
         self.config = full_config(config)
         cfg = self.config
-        h, w = cfg["input_size"]
+        h, w = cfg.input_size
         if h != w:
             raise ValueError(f"the photo model takes a square input, got {h}x{w}")
         self.input_side = int(h)
-        self.view = int(cfg["view_size"])
-        self.glimpse = int(cfg["glimpse_size"])
-        self.out_hw = (int(cfg["output_size"][0]), int(cfg["output_size"][1]))
+        self.view = cfg.view_size
+        self.glimpse = cfg.glimpse_size
+        self.out_hw = cfg.output_size
         if self.input_side % self.view:
             raise ValueError(f"input_size {h} must be a multiple of view_size {self.view}")
         self.coarse = CoarseLoc(self.view)
         self.fine = FineLoc(self.glimpse)
-        self.classifier = Classifier(1, self.out_hw, cfg["cls_channels"], cfg["cls_hidden"], cfg["num_classes"],
-                                     cfg["dropout"])
+        self.classifier = Classifier(1, self.out_hw, cfg.cls_channels, cfg.cls_hidden, cfg.num_classes, cfg.dropout)
 
     def sample(self, x: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
         grid = affine_grid(theta, size)  # (B, h, w, 2)

@@ -154,7 +154,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     total = opts["epochs"] * opts["steps_per_epoch"]
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts["lr"], total_steps=total, pct_start=0.15)
     data_meta = {"dataset": "photo", "labels": mnist.LABELS, "mean": 0.0, "std": 1.0, "polarity": "any",
-                 "input_size": cfg["input_size"], "resize": "letterbox", "checksums": data["checksums"]}
+                 "input_size": list(cfg.input_size), "resize": "letterbox", "checksums": data["checksums"]}
     history: list[dict[str, float]] = []
     best = math.inf
     wall0, cpu0 = time.perf_counter(), time.process_time()

@@ -32,7 +32,7 @@ from model import data as mnist
 from model import distort
 from model.card import refresh_baseline, write_card
 from model.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
-from model.nets import build_model, count_params, full_config
+from model.nets import ModelConfig, build_model, count_params, full_config
 
 log = logging.getLogger("stn-train")
 
@@ -117,7 +117,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_config(opts: dict[str, Any]) -> dict[str, Any]:
+def model_config(opts: dict[str, Any]) -> ModelConfig:
     size = distort.CANVAS[opts["distortion"]]
     cfg: dict[str, Any] = {"arch": opts["model"], "transform": opts["transform"], "input_size": [size, size],
                            "mean": mnist.MEAN, "std": mnist.STD}
@@ -206,7 +206,7 @@ def train(opts: dict[str, Any], resume: Path | None = None, command: str | None 
         elapsed, cpu_used = ts["wall_time_s"], ts["cpu_time_s"]
         log.info("resumed %s at epoch %d", resume, start_epoch)
     data_meta = {"dataset": f"mnist-{opts['distortion']}", "labels": mnist.LABELS, "mean": mnist.MEAN,
-                 "std": mnist.STD, "polarity": "white_on_black", "input_size": cfg["input_size"],
+                 "std": mnist.STD, "polarity": "white_on_black", "input_size": list(cfg.input_size),
                  "checksums": data["checksums"]}
     log.info("%s: %d parameters, %d training digits, device %s", name, count_params(model), train_x.shape[0],
              device)

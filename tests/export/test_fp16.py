@@ -33,7 +33,7 @@ def test_fp16_variant(tmp_path: Path, small_model, transform: str) -> None:
     gs = next(n for n in proto16.graph.node if n.op_type == "GridSample")
     assert gs.name in float32_nodes(proto16)
 
-    x = random_images(64, cfg["input_size"], cfg["mean"], cfg["std"], seed=5)
+    x = random_images(64, cfg.input_size, cfg.mean, cfg.std, seed=5)
     ref = onnx_outputs(cpu_session(path32), x)
     got = onnx_outputs(cpu_session(path16), x)
     assert all(o.dtype == np.float32 for o in got)

@@ -59,8 +59,8 @@ def test_family_round_trip(exported, transform: str, arch: str) -> None:
     assert [o.version for o in proto.opset_import if o.domain == ""] == [OPSET]
     assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]  # self-contained, no external data
     session = cpu_session(path)
-    report = verify(model, session, model.output_names, input_size=cfg["input_size"], mean=cfg["mean"],
-                    std=cfg["std"], batch_sizes=(1, 7, 256))
+    report = verify(model, session, model.output_names, input_size=cfg.input_size, mean=cfg.mean,
+                    std=cfg.std, batch_sizes=(1, 7, 256))
     assert report.failures() == []
     assert [p.n for p in report.parity] == [1, 7, 256]  # the batch dimension really is dynamic
     bounds = Tolerances()
@@ -74,7 +74,7 @@ def test_family_round_trip(exported, transform: str, arch: str) -> None:
 def test_transformer_is_exercised(exported) -> None:
     """The fixture's theta is far from the identity, so parity covers real resampling."""
     model, cfg, _, path, _ = exported("affine")
-    x = random_images(16, cfg["input_size"], cfg["mean"], cfg["std"], seed=3)
+    x = random_images(16, cfg.input_size, cfg.mean, cfg.std, seed=3)
     theta = onnx_outputs(cpu_session(path), x)[1]
     identity = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float32)
     assert np.abs(theta - identity).max() > 0.05
@@ -84,8 +84,8 @@ def test_real_images_parity(exported, rts_slice) -> None:
     x, y = rts_slice
     for transform in ("affine", "tps"):
         model, cfg, _, path, _ = exported(transform, folder=transform)
-        report = verify(model, cpu_session(path), model.output_names, input_size=cfg["input_size"],
-                        mean=cfg["mean"], std=cfg["std"], real=x[:256], test=(x, y), batch_sizes=())
+        report = verify(model, cpu_session(path), model.output_names, input_size=cfg.input_size,
+                        mean=cfg.mean, std=cfg.std, real=x[:256], test=(x, y), batch_sizes=())
         assert report.failures() == []
         assert report.test is not None and report.test.torch_errors == report.test.onnx_errors
 
@@ -188,8 +188,8 @@ def test_verify_catches_a_different_model(exported, small_model) -> None:
     """The comparison fails loudly when ONNX and PyTorch disagree."""
     _, cfg, _, path, _ = exported("affine")
     other, _ = small_model("affine", seed=1)
-    report = verify(other, cpu_session(path), other.output_names, input_size=cfg["input_size"],
-                    mean=cfg["mean"], std=cfg["std"], batch_sizes=(7,))
+    report = verify(other, cpu_session(path), other.output_names, input_size=cfg.input_size,
+                    mean=cfg.mean, std=cfg.std, batch_sizes=(7,))
     assert any("logits" in f for f in report.failures())
 
 

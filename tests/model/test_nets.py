@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.nets import DEFAULTS, build_model, count_params, full_config
+from model.nets import DEFAULTS, ModelConfig, build_model, count_params, full_config
 from model.transforms import FAMILIES
 
 
@@ -100,3 +100,15 @@ def test_models_check_their_input(arch: str) -> None:
         model(torch.zeros(2, 3, 42, 42))
     with pytest.raises(ValueError, match=r"got \(1, 42, 42\)"):
         model(torch.zeros(1, 42, 42))
+
+
+def test_typed_config_round_trips_and_refuses_nonsense() -> None:
+    cfg = full_config({"transform": "tps", "input_size": [60, 60], "loc_channels": [8, 16]})
+    assert isinstance(cfg, ModelConfig) and cfg.input_size == (60, 60) and cfg.loc_channels == (8, 16)
+    assert cfg.output_size == (28, 28) and cfg.tps_grid == 4  # the defaults filled in
+    assert full_config(cfg.to_dict()) == cfg and full_config(cfg) is cfg
+    assert cfg.to_dict()["input_size"] == [60, 60]  # plain JSON values, as checkpoints store them
+    for bad, msg in (({"arch": "rnn"}, "unknown arch"), ({"transform": "shear"}, "unknown transform"),
+                     ({"input_size": [42]}, "two positive integers")):
+        with pytest.raises(ValueError, match=msg):
+            full_config(bad)
