@@ -22,6 +22,7 @@ from service.dataplane import DataPlane
 from service.errors import ShedLog, install_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics, MetricsMiddleware
+from service.preflight import Loaded
 from service.routes import ops, v1, v2
 from service.routes.deps import add_first
 from service.schemas import InferenceRequest
@@ -57,13 +58,16 @@ async def _freeze_gc_when_loaded(dataplane: DataPlane) -> None:
     log.debug("start-up objects frozen: %d", gc.get_freeze_count())
 
 
-def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, freeze_gc: bool = False, preloaded: Loaded | None = None
+) -> FastAPI:
     """The app; ``freeze_gc`` (the server process's, not a test's: frozen objects are never collected)
-    freezes the start-up heap once the models are loaded (``_freeze_gc_when_loaded``)."""
+    freezes the start-up heap once the models are loaded (``_freeze_gc_when_loaded``); ``preloaded``: the
+    sessions ``service.preflight`` loaded (and the errors of the models it could not), used as they are."""
     settings = settings or Settings()
     metrics = Metrics()
     admission = Admission(settings.max_concurrent_requests)
-    dataplane = DataPlane(settings, metrics, in_flight=admission.count)
+    dataplane = DataPlane(settings, metrics, in_flight=admission.count, preloaded=preloaded)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

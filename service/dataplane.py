@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,13 +44,22 @@ INLINE_DECODE_BYTES = 64 * 1024
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, metrics: Metrics, in_flight: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        in_flight: Callable[[], int] | None = None,
+        preloaded: Mapping[str, ModelRuntime | Exception] | None = None,
+    ) -> None:
         self.settings = settings
+        # Sessions loaded before start-up (service.preflight), and the load errors of the models that failed.
+        self.preloaded = dict(preloaded or {})
         self.metrics = metrics
         self.in_flight = in_flight  # requests the server holds (service.admission), for the batchers
         self.models: dict[str, ServedModel] = {}
         self.default_model = settings.default_model
         self._load_task: asyncio.Task[None] | None = None
+        self._failed: dict[str, Exception] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -67,7 +76,11 @@ class DataPlane:
             raise RuntimeError(f"model repository {s.model_repository} holds no <name>/<version>/model.onnx")
         self.default_model = choose_default(entries, s.default_model)
         for name, entry in entries.items():
-            runtime = ModelRuntime(entry, s.provider, s.intra_op_threads, s.cuda_device_id)
+            pre = self.preloaded.pop(name, None)
+            runtime = pre if isinstance(pre, ModelRuntime) and pre.entry == entry else ModelRuntime(
+                entry, s.provider, s.intra_op_threads, s.cuda_device_id)
+            if isinstance(pre, Exception):
+                self._failed[name] = pre
             batcher = DynamicBatcher(
                 runtime,
                 max_batch_size=s.max_batch_size,
@@ -89,7 +102,10 @@ class DataPlane:
         for handle in self.models.values():
             rt = handle.runtime
             try:
-                await handle.batcher.load()  # on the inference thread (its niceness, see DynamicBatcher)
+                if rt.name in self._failed:  # the preflight's load failed: the same error, not a second try
+                    raise self._failed.pop(rt.name)
+                if not rt.loaded:
+                    await handle.batcher.load()  # on the inference thread (its niceness, see DynamicBatcher)
                 if self.settings.warmup:
                     h, w = rt.spec.input_size
                     for n in sorted({1, self.settings.max_batch_size}):

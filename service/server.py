@@ -1,9 +1,9 @@
 """``serve(settings)``: logging set up, then uvicorn serving ``create_app(settings)`` until SIGINT/SIGTERM.
 
-First ``preflight`` tries every model once: a repository that cannot serve anything stops the process
-with one error line and exit status 1. On SIGTERM uvicorn stops accepting connections and waits (up to
-``graceful_timeout_s``) for in-flight requests to finish; then the app's lifespan drains the batch queues
-and stops the inference threads.
+First ``preflight`` loads every model (once: the app serves those sessions): a repository that cannot
+serve anything stops the process with one error line and exit status 1. On SIGTERM uvicorn stops
+accepting connections and waits (up to ``graceful_timeout_s``) for in-flight requests to finish; then
+the app's lifespan drains the batch queues and stops the inference threads.
 With ``workers > 1`` each worker process builds its app from the environment, so the settings are
 exported as ``STN_*`` variables first.
 """
@@ -46,7 +46,7 @@ def serve(settings: Settings) -> int:
     log line, before the port is bound), 3 when the application fails to start, else 0."""
     configure_logging(settings.log_format, settings.log_level, settings.access_log)
     try:
-        preflight(settings)
+        loaded = preflight(settings, keep=settings.workers == 1)
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -63,5 +63,6 @@ def serve(settings: Settings) -> int:
         os.environ.update(settings_to_env(settings))
         uvicorn.run("service.app:create_app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings, freeze_gc=True), **common)  # exits with status 3 itself if start-up fails
+        app = create_app(settings, freeze_gc=True, preloaded=loaded)
+        uvicorn.run(app, **common)  # exits with status 3 itself if start-up fails
     return 0

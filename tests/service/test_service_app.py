@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, make_settings, wait_ready
@@ -275,3 +276,36 @@ def test_the_server_freezes_its_start_up_heap_once_loaded(toy_repo: Path) -> Non
             assert c.post("/v1/predict", content=png(pattern()), headers=PNG).status_code == 200
     finally:
         gc.unfreeze()
+
+
+def test_serve_loads_each_model_once(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stn-serve``'s start-up: the preflight's sessions are the ones the app serves (one load per model),
+    and a model whose preflight load failed is reported with that error, not loaded again."""
+    from service import runtime, server
+
+    served = tmp_path / "repo"
+    served.mkdir()
+    for entry in repo.iterdir():
+        (served / entry.name).symlink_to(entry.resolve())
+    (served / "broken" / "1").mkdir(parents=True)
+    (served / "broken" / "1" / "model.onnx").write_bytes(b"not onnx at all")
+    loads: list[str] = []
+    real_load = runtime.ModelRuntime.load
+
+    def counting_load(self: runtime.ModelRuntime) -> None:
+        loads.append(self.name)
+        real_load(self)
+
+    apps: list[Any] = []
+    monkeypatch.setattr(runtime.ModelRuntime, "load", counting_load)
+    monkeypatch.setattr(server.uvicorn, "run", lambda app, **kw: apps.append(app))
+    monkeypatch.setattr(server, "configure_logging", lambda *a: None)
+    assert server.serve(make_settings(served, default_model="toy_affine")) == 0
+    (app,) = apps
+    with TestClient(app) as c:
+        c.portal.call(app.state.dataplane.wait_loaded)
+        assert c.post("/v1/models/toy_affine/predict", content=png(pattern()), headers={"content-type": "image/png"}
+                      ).status_code == 200
+        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+    assert not models["broken"]["ready"] and "protobuf" in models["broken"]["error"].lower()
+    assert sorted(loads) == sorted(p.name for p in served.iterdir() if (p / "1" / "model.onnx").exists())

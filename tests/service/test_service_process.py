@@ -339,3 +339,4 @@ def test_inference_threads_run_at_lower_priority(toy_repo: Path, tmp_path: Path)
         # Three toy models: per model one batcher thread and one onnxruntime pool thread (2 intra-op threads).
         assert len(lowered) >= 6, nice
         assert httpx.post(s.url + "/v1/predict", content=png(pattern()), headers=PNG).status_code == 200
+
