@@ -247,12 +247,29 @@ def test_cli_refuses_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["--max-batch-size", "0"]) == 2
     assert "max_batch_size" in capsys.readouterr().err
+    assert main(["--provider", "tpu"]) == 2
+    assert "'auto', 'cuda' or 'cpu'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        main(["--provider", "tpu"])
-    assert exc.value.code == 2
+        main(["--no-such-flag"])
+    assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
-    assert exc.value.code == 0 and "STN_MAX_QUEUE_DELAY_US" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "STN_MAX_QUEUE_DELAY_US" in out and "--no-warmup" in out
+
+
+def test_cli_flags_are_the_settings_and_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every field of Settings is a flag (kebab-case, booleans as --x/--no-x); a flag beats STN_*."""
+    from service.cli import build_parser, parse_settings
+
+    monkeypatch.setenv("STN_PORT", "7001")
+    monkeypatch.setenv("STN_WARMUP", "true")
+    s = parse_settings(["--port", "7002", "--no-warmup", "--cors-origins", "http://a,http://b", "--api-token", "t"])
+    assert (s.port, s.warmup, s.cors_origins, s.token) == (7002, False, ["http://a", "http://b"], "t")
+    assert parse_settings([]).port == 7001
+    help_text = build_parser().format_help()
+    for name in Settings.model_fields:
+        assert f"STN_{name.upper()}" in help_text
 
 
 def test_the_server_freezes_its_start_up_heap_once_loaded(toy_repo: Path) -> None:
