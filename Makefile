@@ -59,21 +59,21 @@ export-photo: $(VENV)/.dev
 		--tol-logits 2e-2 --tol-params 5e-5 --tol-rectified 5e-3
 
 bench-reliability: $(VENV)/.dev
-	$(BIN)/python bench/reliability.py
+	$(BIN)/python -m bench.reliability
 
 # On a machine with an NVIDIA GPU and onnxruntime-gpu (docs/export.md, "GPU placement check").
 bench-gpu: $(VENV)/.dev
-	$(BIN)/python bench/gpu_placement.py --model-repo service/model_repository --out bench/results/gpu_placement
+	$(BIN)/python -m bench.gpu_placement --model-repo service/model_repository --out bench/results/gpu_placement
 
 # Held-out photos through a real stn-serve: stn_photo, the classical anchor, stn_rts (bench/photo_eval.py).
 eval-photo: $(VENV)/.dev
 	bash tests/setup_system.sh
-	$(BIN)/python bench/photo_eval.py
+	$(BIN)/python -m bench.photo_eval
 
 # Service throughput and latency (wrk; the 42x42 PNG levels and the photo JPEG levels in one run).
 bench-service: $(VENV)/.dev
 	bash tests/setup_system.sh
-	$(BIN)/python bench/bench_service.py
+	$(BIN)/python -m bench.bench_service
 
 # Every CPU benchmark, each writing its table to bench/results/ (bench-gpu needs a GPU machine).
 bench: bench-service bench-reliability eval-photo

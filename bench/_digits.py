@@ -3,14 +3,13 @@
 Run as its own process by ``bench_service.py`` so that torch (which ``model.distort`` needs) is never
 imported into the benchmark process that times onnxruntime:
 
-    python bench/_digits.py --distortion rts --n 64 --out DIR     # DIR/digit_000.png ..., DIR/labels.json
+    python -m bench._digits --distortion rts --n 64 --out DIR     # DIR/digit_000.png ..., DIR/labels.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_digits(distortion: str, n: int, out: Path) -> list[Path]:
     """The first ``n`` digits of the fixed distorted test set, uint8 grayscale PNG, white on black."""
-    sys.path.insert(0, str(ROOT))
     from model.data import load_mnist
     from model.distort import test_set
 

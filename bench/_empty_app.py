@@ -4,7 +4,7 @@ One ``POST /v1/predict`` that reads the whole body and answers a small JSON, ser
 settings ``service.server.serve`` passes (same workers, event loop and HTTP implementation: uvicorn's
 ``auto`` choice for both, no access log, no server header, lifespan on).
 
-    python bench/_empty_app.py --port 8001 [--workers N]
+    python -m bench._empty_app --port 8001 [--workers N]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 - ``scrape``: the service's Prometheus histograms (batch size, inference time, queue wait);
   ``scrape_samples``: every sample of one scrape (the stage CPU counters); both through
   ``tests.utils.metrics`` (prometheus_client's parser).
-- ``ServerProcess``: a server started in its own process group, its log kept in a file, stopped by SIGTERM.
+(Server processes: ``tests.utils.server``.)
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import shutil
-import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,54 +257,14 @@ def histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
 # ---- server processes --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """A server process (own process group, output to a log file); ``stop()`` sends SIGTERM and waits."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str], log_dir: Path, name: str, cwd: Path | None = None) -> None:
-        self.cmd = cmd
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "w")  # closed in stop()
-        self.proc = subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def wait_http(self, url: str, timeout_s: float = 120.0) -> None:
-        """Until ``url`` answers 200 (raises with the server's log if it exits or never does)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{url} not ready within {timeout_s:g} s:\n{self.log_tail()}")
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
+def command_line() -> str:
+    """This run's command as it was typed (``python -m bench.<name> ...``), with the environment variables
+    that change what it measures."""
+    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith("STN_") or k == "PYTHONPATH"]
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    head = ["-m", spec.name] if spec is not None else [os.path.relpath(sys.argv[0], Path.cwd())]
+    return " ".join([*env, shlex.join([os.path.relpath(sys.executable, Path.cwd()), *head, *sys.argv[1:]])])
 
 
 def scratch_dir() -> Path:

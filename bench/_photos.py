@@ -6,7 +6,7 @@ is squashed), upscaled with Pillow (bicubic) to the wanted size, given fresh sen
 a camera's) and encoded as JPEG at quality 90 (4:2:0): 1600x1200 comes to a few hundred KB, 4000x3000 to a
 few MB, as from a phone. Run as its own process by ``bench_service.py``, like ``_digits.py``:
 
-    python bench/_photos.py --sizes 1600x1200,4000x3000 --n 8 --out DIR   # DIR/<W>x<H>/photo_0.jpg ...,
+    python -m bench._photos --sizes 1600x1200,4000x3000 --n 8 --out DIR   # DIR/<W>x<H>/photo_0.jpg ...,
                                                                         # DIR/manifest.json
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def base_frames(n: int, seed: int) -> list[tuple[Image.Image, dict]]:
     """``n`` rendered 4:3 landscape frames (RGB) and their records, conditions cycled."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from photo_render import render
+    from bench.photo_render import render
 
     frames: list[tuple[Image.Image, dict]] = []
     index = 0

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _load import free_port, proc_cpu_s
 from PIL import Image
+
+from bench._load import proc_cpu_s
+from tests.utils.server import ServerProcess, start_stn_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +36,8 @@ def digit_pngs(n: int, workdir: Path) -> list[bytes]:
     MNIST, synthetic strokes."""
     out = workdir / "digits"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "_digits.py"), "--n", str(n), "--out", str(out)],
+        [sys.executable, "-m", "bench._digits", "--n", str(n), "--out", str(out)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
     )
@@ -146,40 +149,12 @@ def zlib_bomb() -> bytes:
 # ---- the server -------------------------------------------------------------------------------------------
 
 
-class Server:
-    """``stn-serve`` in its own process, its log in a file; ``stop()`` sends SIGTERM and waits."""
-
-    def __init__(self, args: list[str], log: Path, pythonpath: str = "") -> None:
-        self.port = free_port()
-        self.log = log
-        self.cmd = [sys.executable, "-m", "service.cli", "--port", str(self.port), *args]
-        env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while not self._ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"stn-serve did not get ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def _ready(self) -> bool:
-        try:
-            status, _, _ = fetch(self.port, "GET", "/v2/health/ready")
-        except OSError:
-            return False
-        return status == 200
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+def Server(args: list[str], log: Path, pythonpath: str = "") -> ServerProcess:  # noqa: N802 (was a class)
+    """``stn-serve`` with ``args`` in its own process, ready (``tests.utils.server``); ``stop()`` sends SIGTERM,
+    waits and gives the exit status."""
+    server = start_stn_serve(args, log, {"PYTHONPATH": pythonpath} if pythonpath else None)
+    server.wait_http(timeout_s=120)
+    return server
 
 
 def fetch(port: int, method: str, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:

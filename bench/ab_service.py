@@ -10,8 +10,8 @@ over rounds and each round's), latency p50 and p99 (wrk's, the median over round
 Goals of issue #13 (the route restructure): req/s at concurrency 64 within 5 % of the old code's, and
 p99 <= 3 x p50 there.
 
-    python bench/ab_service.py --ref 854b081              # writes bench/results/ab_service_<date>.md/json
-    python bench/ab_service.py --ref HEAD~1 --duration 3 --rounds 1 --no-write    # a quick look
+    python -m bench.ab_service --ref 854b081              # writes bench/results/ab_service_<date>.md/json
+    python -m bench.ab_service --ref HEAD~1 --duration 3 --rounds 1 --no-write    # a quick look
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import _load
+from bench.bench_service import background_load, machine_info, make_payload
+from tests.utils.server import ServerProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench import _load  # noqa: E402
-from bench.bench_service import background_load, machine_info, make_payload  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -56,8 +55,8 @@ def git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def start(tree: Path, args: argparse.Namespace, scratch: Path, name: str) -> tuple[_load.ServerProcess, str]:
-    port = _load.free_port()
+def start(tree: Path, args: argparse.Namespace, scratch: Path, name: str) -> tuple[ServerProcess, str]:
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
@@ -68,9 +67,9 @@ def start(tree: Path, args: argparse.Namespace, scratch: Path, name: str) -> tup
         "OMP_NUM_THREADS": "1",
     }
     # cwd: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH.
-    server = _load.ServerProcess([sys.executable, "-m", "service.cli"], env, scratch, name, cwd=tree)
     base = f"http://127.0.0.1:{port}"
-    server.wait_http(base + "/v2/health/ready")
+    server = ServerProcess([sys.executable, "-m", "service.cli"], scratch / f"{name}.log", env, cwd=tree, url=base)
+    server.wait_http()
     return server, base
 
 
@@ -132,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hi = max(levels)
     goals = {"rps_within_5pct": summary[hi]["ratio"] >= 0.95,
              "p99_le_3p50": summary[hi]["B"]["p99_ms"] <= 3 * summary[hi]["B"]["p50_ms"]}
-    return {"started": started.isoformat(timespec="seconds"), "command": shlex.join([sys.executable, *sys.argv]),
+    return {"started": started.isoformat(timespec="seconds"), "command": _load.command_line(),
             "machine": machine_info(), "A": {"ref": args.ref, "sha": sha_a}, "B": {"sha": sha_b, "dirty": dirty},
             "model": args.model, "background_before": background, "background_after": background_after,
             "duration_s": args.duration, "rounds": args.rounds, "summary": summary, "runs": runs, "goals": goals}

@@ -29,10 +29,10 @@ concurrency 64). Goals: req/s at concurrency 64 >= 0.80 C; p99 <= 3 p50 there; p
 1 ms of onnxruntime's batch-1 time; the batch route >= 0.85 R_ort images/s. wrk runs on the same cores
 (``-t1`` by default): its CPU time is reported too, it is part of what is measured.
 
-    python bench/bench_service.py                       # everything, writes bench/results/service_<date>.md/json
-    python bench/bench_service.py --quick --no-write    # a few seconds per level, to check the setup
-    python bench/bench_service.py --set max_queue_delay_us=0 --set intra_op_threads=1
-    python bench/bench_service.py --quick --no-write --photos-only --photo-model-repository /tmp/repo_smoke
+    python -m bench.bench_service                       # everything, writes bench/results/service_<date>.md/json
+    python -m bench.bench_service --quick --no-write    # a few seconds per level, to check the setup
+    python -m bench.bench_service --set max_queue_delay_us=0 --set intra_op_threads=1
+    python -m bench.bench_service --quick --no-write --photos-only --photo-model-repository /tmp/repo_smoke
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import _load
+from bench._load import WrkResult
+from tests.utils.server import ServerProcess, free_port
 
-import _load  # noqa: E402
-from _load import ServerProcess, WrkResult  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 GOAL_RPS_VS_C = 0.80
 GOAL_TAIL = 3.0
@@ -175,9 +175,10 @@ def make_payload(spec: Any, n: int, folder: Path, batch_files: int) -> dict[str,
     """PNG digits (one file per request) and multipart bodies of ``batch_files`` of them."""
     digits = folder / "digits"
     subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "_digits.py"), "--distortion", distortion_of(spec),
+        [sys.executable, "-m", "bench._digits", "--distortion", distortion_of(spec),
          "--n", str(n), "--out", str(digits)],
         check=True,
+        cwd=ROOT,
     )
     pngs = sorted(digits.glob("digit_*.png"))
     labels = json.loads((digits / "labels.json").read_text())
@@ -210,13 +211,6 @@ def preprocessed(spec: Any, pngs: list[Path]) -> np.ndarray:
     from service.preprocess import decode, prepare
 
     return np.stack([prepare(decode(p.read_bytes(), 10**8), spec).x for p in pngs])
-
-
-def command_line() -> str:
-    """This run's command, with the environment variables that change what it measures."""
-    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith("STN_") or k == "PYTHONPATH"]
-    rel = [os.path.relpath(a, Path.cwd()) if a == sys.argv[0] else a for a in sys.argv]
-    return " ".join([*env, shlex.join([os.path.relpath(sys.executable, Path.cwd()), *rel])])
 
 
 def code_version() -> dict[str, Any]:
@@ -371,9 +365,10 @@ def make_photos(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """``--photo-files`` JPEG photos per size (``bench/_photos.py``, its own process, like the digits)."""
     out = folder / "photos"
     subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "_photos.py"), "--sizes", args.photo_sizes,
+        [sys.executable, "-m", "bench._photos", "--sizes", args.photo_sizes,
          "--n", str(args.photo_files), "--out", str(out)],
         check=True,
+        cwd=ROOT,
     )
     return json.loads((out / "manifest.json").read_text())
 
@@ -483,7 +478,7 @@ def require_photo_model(args: argparse.Namespace) -> None:
 def photo_run(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> dict[str, Any]:
     """The photo levels on their own ``stn-serve`` (one intra-op thread, the photo model as default)."""
     manifest = make_photos(args, scratch)
-    port = _load.free_port()
+    port = free_port()
     penv = {
         **env,
         "STN_MODEL_REPOSITORY": str(args.photo_model_repository),
@@ -505,10 +500,10 @@ def photo_run(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> d
     }
     serve_bin = Path(sys.executable).parent / "stn-serve"
     cmd = [str(serve_bin)] if serve_bin.exists() else [sys.executable, "-m", "service.cli"]
-    server = ServerProcess(cmd, {**os.environ, **penv}, scratch, "stn-serve-photos")
     base = f"http://127.0.0.1:{port}"
+    server = ServerProcess(cmd, scratch / "stn-serve-photos.log", {**os.environ, **penv}, url=base)
     try:
-        server.wait_http(base + "/v2/health/ready", timeout_s=300.0)
+        server.wait_http(timeout_s=300.0)
         out["providers"] = served_providers(base, args.photo_model)
         out["answers"] = check_photos(base, manifest)
         log(f"photo answers: {out['answers']}")
@@ -536,7 +531,7 @@ def background_load(seconds: float) -> dict[str, Any]:
 def report_header(started: datetime, background: dict[str, Any], settings: Any) -> dict[str, Any]:
     """The fields every results file starts with: command, start, machine, code, background, settings."""
     return {
-        "command": command_line(),
+        "command": _load.command_line(),
         "started": started.isoformat(timespec="seconds"),
         "machine": machine_info(),
         "code": code_version(),
@@ -556,7 +551,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"warning: the CPUs were {100 * background['cpu_busy_before']:.0f} % busy before the run "
             f"({len(background['stn_train_processes'])} stn-train processes): the numbers will be low and noisy"
         )
-    port = _load.free_port()
+    port = free_port()
     env, settings = service_settings(args, port)
     rt = load_runtime(settings, args.model)
     spec = rt.spec
@@ -579,16 +574,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     png_type = "image/png"
 
     # 1. R_empty
-    eport = _load.free_port()
+    eport = free_port()
     empty = ServerProcess(
-        [sys.executable, str(ROOT / "bench" / "_empty_app.py"), "--port", str(eport),
+        [sys.executable, "-m", "bench._empty_app", "--port", str(eport),
          "--workers", str(settings.workers)],
+        scratch / "empty.log",
         {**os.environ},
-        scratch,
-        "empty",
+        url=f"http://127.0.0.1:{eport}",
     )
     try:
-        empty.wait_http(f"http://127.0.0.1:{eport}/openapi.json")
+        empty.wait_http("/openapi.json")
         result["empty"] = []
         for c in args.levels:
             lv = level(empty, f"http://127.0.0.1:{eport}/v1/predict", payload["pngs"], png_type, c, args, scratch)
@@ -600,10 +595,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # 2. the service
     serve_bin = Path(sys.executable).parent / "stn-serve"
     cmd = [str(serve_bin)] if serve_bin.exists() else [sys.executable, "-m", "service.cli"]
-    server = ServerProcess(cmd, {**os.environ, **env}, scratch, "stn-serve")
     base = f"http://127.0.0.1:{port}"
+    server = ServerProcess(cmd, scratch / "stn-serve.log", {**os.environ, **env}, url=base)
     try:
-        server.wait_http(base + "/v2/health/ready")
+        server.wait_http()
         result["providers"] = served_providers(base, args.model)
         result["answers"] = check_answers(base, payload["pngs"], payload["labels"])
         log(f"service answers: {result['answers']['right']}/{result['answers']['of']} digits right")
@@ -669,7 +664,7 @@ def run_photos_only(args: argparse.Namespace) -> dict[str, Any]:
     scratch = _load.scratch_dir()
     started = datetime.now(timezone.utc)
     background = background_load(1.0)
-    env, settings = service_settings(args, _load.free_port())
+    env, settings = service_settings(args, free_port())
     result: dict[str, Any] = {
         **report_header(started, background, settings),
         "durations": {"measured_s": args.duration, "warmup_s": args.warmup, "wrk_threads": args.wrk_threads},

@@ -19,7 +19,7 @@ For every model in a Triton-layout model repository (``<repo>/<name>/1/model.onn
 Exit codes: 0 all placed on the GPU (or skipped: no GPU / no CUDA provider, with a message saying so;
 ``--require-gpu`` turns a skip into exit 3), 1 a float node ran on the CPU, 2 bad arguments / no models.
 
-    python bench/gpu_placement.py --model-repo service/model_repository --out bench/results/gpu_placement
+    python -m bench.gpu_placement --model-repo service/model_repository --out bench/results/gpu_placement
 """
 
 from __future__ import annotations
@@ -193,7 +193,6 @@ def checkpoint_for(entry: Path, given: dict[str, str]) -> Path | None:
 def torch_timings(ckpt: Path, batches: tuple[int, ...], iters: int, meta: dict[str, str]) -> dict[str, Any]:
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from model.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(ckpt)
@@ -277,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="output path without suffix: writes .md and .json")
     p.add_argument("--require-gpu", action="store_true", help="exit 3 instead of 0 when there is no GPU")
     args = p.parse_args(argv)
-    command = "python bench/gpu_placement.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m bench.gpu_placement " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
     def skip(why: str) -> int:
         print(f"SKIP: {why}")

@@ -27,8 +27,8 @@ For ``stn_photo`` also the answer's ``region`` (the quadrilateral in the photo's
 ink box: the share of the ink box it covers, and its area over the square on the box's longer side.
 Goal: coverage >= 90 % and area <= 6 squares for >= 95 % of medium, small and ruled photos.
 
-    python bench/photo_eval.py                    # 1,000 photos per condition and set; writes bench/results/
-    python bench/photo_eval.py --n 50 --no-write  # a quick look
+    python -m bench.photo_eval                    # 1,000 photos per condition and set; writes bench/results/
+    python -m bench.photo_eval --n 50 --no-write  # a quick look
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,13 +50,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import _load, classical, photo_render
+from model import data as mnist
+from model.photo import TEST_FONT_DIRS, PhotoGenerator, font_files
+from tests.utils.server import ServerProcess, free_port
 
-from bench import classical, photo_render  # noqa: E402
-from bench._load import ServerProcess, free_port  # noqa: E402
-from model import data as mnist  # noqa: E402
-from model.photo import TEST_FONT_DIRS, PhotoGenerator, font_files  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 SEED_A = 20_261_202
 CONDITIONS = photo_render.CONDITIONS  # the same seven in both sets (model.photo adds "canvas", not scored here)
@@ -255,12 +254,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(args.scratch)
     log_dir.mkdir(parents=True, exist_ok=True)
     server = ServerProcess([sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", str(port)],
-                           env, log_dir, "photo_eval_server")
-    result: dict[str, Any] = {"command": "python bench/photo_eval.py " + shlex.join(sys.argv[1:]),
+                           log_dir / "photo_eval_server.log", env, url=f"http://127.0.0.1:{port}")
+    result: dict[str, Any] = {"command": _load.command_line(),
                               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               "machine": machine(), "n_per_condition": args.n, "sets": {}}
     try:
-        server.wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout_s=180)
+        server.wait_http(timeout_s=180)
         systems = ("stn_photo", "classical", "stn_rts")
         for set_name in args.sets:
             result["sets"][set_name] = {}

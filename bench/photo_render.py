@@ -5,7 +5,7 @@ models are this file's own, so a model that scores well here generalises rather 
 MNIST-TEST digits (``model.data.load_mnist()["test_images"]``) and, for printed digits, the upright regular/bold
 fonts of Debian's fonts-urw-base35 are used. numpy + Pillow only.
 
-    python bench/photo_render.py --out DIR --per-condition N [--seed 20261201] [--conditions large exif ...]
+    python -m bench.photo_render --out DIR --per-condition N [--seed 20261201] [--conditions large exif ...]
 
 writes ``DIR/<condition>/<index:05d>.jpg`` and ``DIR/manifest.json`` (a list of records, each with ``file``
 relative to DIR). ``render(condition, index, seed)`` returns ``(jpeg_bytes, record)`` and is deterministic: all
@@ -65,7 +65,6 @@ import argparse
 import io
 import json
 import math
-import sys
 import time
 import zlib
 from functools import lru_cache
@@ -105,7 +104,6 @@ _Z = np.array([NormalDist().inv_cdf((v + 0.5) / 256) for v in range(256)])
 # ----------------------------------------------------------------------------------------------- sources
 @lru_cache(maxsize=1)
 def _mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    sys.path.insert(0, str(ROOT))
     from model.data import load_mnist
 
     d = load_mnist()

@@ -19,9 +19,9 @@ over raw loopback sockets, HTTP/1.1 keep-alive, pre-built requests; every answer
 3. ``suite``: ``pytest tests/reliability`` (schemathesis, hypothesis, named hostile cases, faults, security),
    whose tally of cases tried and 5xx seen is copied into the results.
 
-    python bench/reliability.py                         # all three, writes bench/results/reliability_<date>.md/json
-    python bench/reliability.py soak --requests 2000    # one part, a quick look
-    python bench/reliability.py overload --factors 2,4 --overload-s 30
+    python -m bench.reliability                         # all three, writes bench/results/reliability_<date>.md/json
+    python -m bench.reliability soak --requests 2000    # one part, a quick look
+    python -m bench.reliability overload --factors 2,4 --overload-s 30
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _load import proc_cpu_s
-from _reliability_load import (
+from bench._load import proc_cpu_s
+from bench._reliability_load import (
     Kind,
     Outcome,
     Sampler,
@@ -59,11 +59,10 @@ from _reliability_load import (
     status_counts,
     tally,
 )
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-from service.settings import Settings  # noqa: E402
 
 DEFAULTS = Settings()
 SOAK_GROWTH_LIMIT = 0.05
@@ -489,7 +488,7 @@ def main() -> None:
                 )
                 print(json.dumps({k: v for k, v in o.items() if k not in ("windows", "samples")}, indent=1))
             result["commands"].append(
-                f"python bench/reliability.py overload --factors {args.factors} --overload-s {args.overload_s:g} "
+                f"python -m bench.reliability overload --factors {args.factors} --overload-s {args.overload_s:g} "
                 f"--max-connections {args.max_connections}"
             )
         if args.part in ("all", "soak"):
@@ -502,7 +501,7 @@ def main() -> None:
             result["soak"]["exit"] = code
             result["soak"]["log_tracebacks"] = (workdir / "soak.log").read_text(errors="replace").count("Traceback")
             result["commands"].append(
-                f"python bench/reliability.py soak --requests {args.requests} --concurrency {args.concurrency}"
+                f"python -m bench.reliability soak --requests {args.requests} --concurrency {args.concurrency}"
             )
             s = result["soak"]
             result["busy_processes_during"] = sorted(
@@ -512,7 +511,7 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.part == "all":
-        result["commands"] = ["python bench/reliability.py   # all three parts, as below"] + result["commands"]
+        result["commands"] = ["python -m bench.reliability   # all three parts, as below"] + result["commands"]
     text = markdown(result)
     print(text)
     if not args.no_write:

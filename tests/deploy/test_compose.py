@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from deploy_helpers import COMPOSE, duration_s, load_yaml_docs, parse_dockerfile, settings_env_names
+
+from tests.utils.deploy import COMPOSE, duration_s, load_yaml_docs, parse_dockerfile, settings_env_names
 
 
 @pytest.fixture(scope="module")

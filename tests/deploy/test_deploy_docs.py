@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from deploy_helpers import ROOT, settings_env_names
+from tests.utils.deploy import ROOT, settings_env_names
 
 DOC = ROOT / "docs" / "deploy.md"
 

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_helpers import (
+
+from tests.utils.deploy import (
     DOCKERFILE,
     HEALTHCHECK,
     READY,

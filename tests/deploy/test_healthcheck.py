@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from deploy_helpers import HEALTHCHECK, READY
+
+from tests.utils.deploy import HEALTHCHECK, READY
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -17,7 +17,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import referencing
-from deploy_helpers import (
+from kubernetes_validate import utils as kv_utils
+
+from tests.utils.deploy import (
     K8S,
     KSERVE,
     LIVE,
@@ -27,7 +29,6 @@ from deploy_helpers import (
     parse_dockerfile,
     settings_env_names,
 )
-from kubernetes_validate import utils as kv_utils
 
 # The oldest Kubernetes minor we claim (still in the providers' extended support) and the newest the
 # installed kubernetes-validate ships schemas for.

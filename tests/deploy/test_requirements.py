@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 import tomllib
-from deploy_helpers import REQUIREMENTS, ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.utils.deploy import REQUIREMENTS, ROOT
 
 # Training and export only: the image must hold none of them.
 FORBIDDEN = {"torch", "torchvision", "onnx", "onnxscript", "onnxconverter-common", "onnxruntime"}

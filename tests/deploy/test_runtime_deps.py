@@ -31,7 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploy_helpers import HEALTHCHECK, LIVE, READY, ROOT, build_context, parse_dockerfile
+
+from tests.utils.deploy import HEALTHCHECK, LIVE, READY, ROOT, build_context, parse_dockerfile
 
 pytestmark = pytest.mark.slow
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -140,46 +141,18 @@ def test_one_bad_model_among_several(tmp_path: Path, rel_repo: Path) -> None:
         assert str(repo / "broken") in logs and "Traceback" not in logs
 
 
-class _serving_unready:
-    """``stn-serve`` on a free port, waited for until live (not ready: a bad model keeps it unready)."""
+def _all_loaded_or_failed(server: svc.ServerProcess) -> bool:
+    try:
+        models = httpx.get(server.url + "/v1/models", timeout=2).json()["models"]
+    except (httpx.TransportError, KeyError, json.JSONDecodeError):
+        return False
+    return all(m["ready"] or m["error"] for m in models)
 
-    def __init__(self, tmp_path: Path, repo: Path) -> None:
-        self.tmp_path, self.repo = tmp_path, repo
 
-    def __enter__(self) -> svc.Server:
-        port = svc.free_port()
-        self.log = self.tmp_path / f"serve-{port}.log"
-        with self.log.open("wb") as out:
-            cmd = SERVE + [
-                "--model-repository",
-                str(self.repo),
-                "--port",
-                str(port),
-                "--default-model",
-                "toy_affine",
-                *BASE_ARGS,
-            ]
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
-        server = svc.Server(self.proc, f"http://127.0.0.1:{port}", self.log)
-        deadline = time.monotonic() + 90
-        while True:
-            assert self.proc.poll() is None, server.logs()
-            try:
-                models = httpx.get(server.url + "/v1/models", timeout=2).json()["models"]
-                if all(m["ready"] or m["error"] for m in models):
-                    return server
-            except (httpx.TransportError, KeyError, json.JSONDecodeError):
-                pass
-            assert time.monotonic() < deadline, server.logs()
-            time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def _serving_unready(tmp_path: Path, repo: Path) -> AbstractContextManager[svc.ServerProcess]:
+    """``stn-serve`` waited for until every model has loaded or failed (a bad model keeps it unready)."""
+    return svc.stn_serve(tmp_path, "--model-repository", str(repo), "--default-model", "toy_affine", *BASE_ARGS,
+                         ready=_all_loaded_or_failed)
 
 
 # ---- SIGTERM under load -----------------------------------------------------------------------------------

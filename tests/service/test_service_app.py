@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, make_settings, wait_ready
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.app import create_app
 from service.settings import Settings
+from tests.utils.app import make_settings, wait_ready
 from tests.utils.payloads import pattern, png
+from tests.utils.server import ROOT
 
 PNG = {"content-type": "image/png"}
 

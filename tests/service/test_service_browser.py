@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import bundled_has
 from PIL import Image
 
 from tests.utils.payloads import pattern
 from tests.utils.server import Server, stn_serve
+from tests.utils.toys import bundled_has
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -127,7 +127,7 @@ def test_errors_show_in_the_page(browser, page_server: Server, tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def photo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from conftest import BUNDLED
+    from tests.utils.toys import BUNDLED
 
     if not bundled_has("stn_photo"):
         pytest.skip("the trained model service/model_repository/stn_photo is not exported yet")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_settings, wait_ready
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
+from tests.utils.app import make_settings, wait_ready
 from tests.utils.payloads import encode, multipart_files, pattern, png
 
 PNG = {"content-type": "image/png"}

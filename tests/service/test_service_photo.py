@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLED, make_settings, wait_ready
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
@@ -20,6 +19,8 @@ from service.geometry import region_corners, to_upload
 from service.model import DRAFT
 from service.preprocess import decode, prepare
 from service.repository import ModelSpec
+from tests.utils.app import make_settings, wait_ready
+from tests.utils.toys import BUNDLED
 
 SPEC = ModelSpec(name="photo", version="1", input_name="image", input_size=(256, 256), output_size=(32, 32),
                  labels=[str(i) for i in range(10)], mean=0.0, std=1.0, polarity="any", transform="affine",

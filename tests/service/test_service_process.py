@@ -17,12 +17,12 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import BUNDLED, bundled_has
 from PIL import Image
 
 from tests.utils.metrics import metric
 from tests.utils.payloads import multipart_files, pattern, png
 from tests.utils.server import ROOT, Server, free_port, stn_serve
+from tests.utils.toys import BUNDLED, bundled_has
 
 PNG = {"content-type": "image/png"}
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import TOY_HOMOGRAPHY, TOY_THETA, bundled_has
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.geometry import region_corners
 from tests.utils.payloads import decode_png, encode, multipart_files, pattern, png, psnr
+from tests.utils.toys import TOY_HOMOGRAPHY, TOY_THETA, bundled_has
 
 PNG = {"content-type": "image/png"}
 

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,10 +197,6 @@ def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 
 def settings_env_names() -> set[str]:
     """``STN_<FIELD>`` for every field of the service's settings object."""
-    if sys.path[:1] != [str(ROOT)]:
-        sys.path.insert(0, str(ROOT))
-    if "service" in sys.modules and getattr(sys.modules["service"], "__file__", None) is None:
-        del sys.modules["service"]  # a namespace package made of tests/service: not the real one
     from service.settings import Settings
 
     return {"STN_" + name.upper() for name in Settings.model_fields}
