@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,15 @@ def command_line() -> str:
     spec = getattr(main, "__spec__", None)
     head = ["-m", spec.name] if spec is not None else [os.path.relpath(sys.argv[0], Path.cwd())]
     return " ".join([*env, shlex.join([os.path.relpath(sys.executable, Path.cwd()), *head, *sys.argv[1:]])])
+
+
+def write_results(folder: Path, stem: str, md: str, result: dict[str, Any]) -> Path:
+    """``folder/<stem>_<UTC date-time>.md`` and ``.json`` (the table and everything measured); the .md's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}_{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M')}"
+    path.with_suffix(".md").write_text(md)
+    path.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return path.with_suffix(".md")
 
 
 def scratch_dir() -> Path:

@@ -17,7 +17,6 @@ p99 <= 3 x p50 there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -177,10 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     md = report_md(result)
     print(md)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-        (RESULTS / f"ab_service_{stamp}.md").write_text(md)
-        (RESULTS / f"ab_service_{stamp}.json").write_text(json.dumps(result, indent=1, default=str))
+        print(f"wrote {_load.write_results(RESULTS, 'ab_service', md, result)}")
     return 0
 
 

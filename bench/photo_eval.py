@@ -340,11 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     md = report_md(result)
     print(md)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-        (RESULTS / f"photo_eval_{stamp}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (RESULTS / f"photo_eval_{stamp}.md").write_text(md)
-        log(f"wrote bench/results/photo_eval_{stamp}.md")
+        log(f"wrote {_load.write_results(RESULTS, 'photo_eval', md, result)}")
     return 0
 
 

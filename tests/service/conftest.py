@@ -12,7 +12,15 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from tests.utils.app import make_settings, wait_ready
-from tests.utils.toys import BUNDLED, TOY_HOMOGRAPHY, TOY_THETA, TRAINED, bundled_has, export_toy
+from tests.utils.toys import (
+    BUNDLED,
+    TOY_HOMOGRAPHY,
+    TOY_THETA,
+    TRAINED,
+    bundled_has,
+    default_test_model,
+    export_toy,
+)
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +55,7 @@ def bundled_repo() -> Path:
 @pytest.fixture(scope="session")
 def client(repo: Path) -> Iterator[TestClient]:
     """One app over ``repo`` for the whole session (default model: stn_rts if bundled, else toy_affine)."""
-    default = "stn_rts" if bundled_has("stn_rts") else "toy_affine"
-    app = create_app(make_settings(repo, default_model=default))
+    app = create_app(make_settings(repo, default_model=default_test_model()))
     with TestClient(app) as c:
         wait_ready(c)
         yield c

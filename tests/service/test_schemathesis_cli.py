@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils.server import ROOT, stn_serve
+from tests.utils.server import ROOT, serve_args, stn_serve
 
 MAX_EXAMPLES = 20
 TOKEN = "schemathesis-token"
@@ -45,8 +45,7 @@ def test_schemathesis_all_checks(
         if entry.name != "toy_tps":
             (served / entry.name).symlink_to(entry.resolve())
     env = {"STN_API_TOKEN": token} if token else {}
-    args = ["--model-repository", str(served), "--default-model", "toy_affine", "--provider", "cpu",
-            "--intra-op-threads", "1"]
+    args = serve_args(served, default_model="toy_affine")
     with stn_serve(tmp_path, *args, env=env) as server:
         cmd = [*schemathesis_cli(), "--no-color", "run", f"{server.url}/openapi.json", "--checks", "all",
                "--max-examples", str(MAX_EXAMPLES), "--seed", "1"]

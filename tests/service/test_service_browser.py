@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.utils.payloads import pattern
-from tests.utils.server import Server, stn_serve
-from tests.utils.toys import bundled_has
+from tests.utils.server import Server, serve_args, stn_serve
+from tests.utils.toys import bundled_has, default_test_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -43,18 +43,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def page_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    default = "stn_rts" if bundled_has("stn_rts") else "toy_affine"
-    with stn_serve(
-        tmp_path_factory.mktemp("browser"),
-        "--model-repository",
-        str(repo),
-        "--default-model",
-        default,
-        "--provider",
-        "cpu",
-        "--intra-op-threads",
-        "1",
-    ) as s:
+    with stn_serve(tmp_path_factory.mktemp("browser"), *serve_args(repo, default_model=default_test_model())) as s:
         yield s
 
 

@@ -21,32 +21,17 @@ from PIL import Image
 
 from tests.utils.metrics import metric
 from tests.utils.payloads import multipart_files, pattern, png
-from tests.utils.server import ROOT, Server, free_port, stn_serve
-from tests.utils.toys import BUNDLED, bundled_has
+from tests.utils.server import ROOT, Server, free_port, serve_args, stn_serve
+from tests.utils.toys import BUNDLED, bundled_has, default_test_model
 
 PNG = {"content-type": "image/png"}
 
 
 @pytest.fixture(scope="module")
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    default = "stn_rts" if bundled_has("stn_rts") else "toy_affine"
-    with stn_serve(
-        tmp_path_factory.mktemp("proc"),
-        "--model-repository",
-        str(repo),
-        "--default-model",
-        default,
-        "--provider",
-        "cpu",
-        "--intra-op-threads",
-        "1",
-        "--max-batch-size",
-        "32",
-        "--max-queue-delay-us",
-        "3000",
-        "--log-format",
-        "json",
-    ) as s:
+    args = serve_args(repo, default_model=default_test_model(), max_batch_size=32, max_queue_delay_us=3000,
+                      log_format="json")
+    with stn_serve(tmp_path_factory.mktemp("proc"), *args) as s:
         yield s
 
 
@@ -218,19 +203,7 @@ def test_sigterm_drains_in_flight_requests(toy_repo: Path, tmp_path: Path) -> No
     # A long queue delay holds eight requests in the batch queue when SIGTERM arrives: the batcher waits
     # because the server holds a ninth, whose body is still coming (sent in two halves, the second after
     # the signal). All nine are answered.
-    with stn_serve(
-        tmp_path,
-        "--model-repository",
-        str(toy_repo),
-        "--provider",
-        "cpu",
-        "--max-batch-size",
-        "64",
-        "--max-queue-delay-us",
-        "1500000",
-        "--intra-op-threads",
-        "1",
-    ) as s:
+    with stn_serve(tmp_path, *serve_args(toy_repo, max_batch_size=64, max_queue_delay_us=1_500_000)) as s:
         body = png(pattern())
         results: list[int] = []
 
@@ -295,21 +268,7 @@ def test_stn_serve_without_arguments_serves_the_bundled_models(tmp_path: Path) -
 
 
 def test_several_workers_with_a_token(toy_repo: Path, tmp_path: Path) -> None:
-    with stn_serve(
-        tmp_path,
-        "--model-repository",
-        str(toy_repo),
-        "--provider",
-        "cpu",
-        "--workers",
-        "2",
-        "--api-token",
-        "s3cret",
-        "--intra-op-threads",
-        "1",
-        "--default-model",
-        "toy_affine",
-    ) as s:
+    with stn_serve(tmp_path, *serve_args(toy_repo, workers=2, api_token="s3cret", default_model="toy_affine")) as s:
         # Each worker loads its own models: wait until every connection finds a ready one.
         deadline, streak = time.monotonic() + 60, 0
         while streak < 8 and time.monotonic() < deadline:

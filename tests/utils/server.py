@@ -94,6 +94,16 @@ class ServerProcess:
 Server = ServerProcess  # what the tests' fixtures yield
 
 
+def serve_args(repository: Path, **flags: object) -> list[str]:
+    """``stn-serve`` arguments for the tests: ``repository``, the CPU provider and one intra-op thread unless
+    ``flags`` say otherwise, then every flag (``max_batch_size=32`` -> ``--max-batch-size 32``)."""
+    merged: dict[str, object] = {"model_repository": repository, "provider": "cpu", "intra_op_threads": 1, **flags}
+    args: list[str] = []
+    for name, value in merged.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
 def start_stn_serve(args: list[str], log: Path, env: dict[str, str] | None = None,
                     command: list[str] | None = None, cwd: Path | None = ROOT) -> ServerProcess:
     """``stn-serve`` (``command``, default ``python -m service.cli``) with ``args`` on a free port (or

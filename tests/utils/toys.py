@@ -36,6 +36,11 @@ def bundled_has(name: str) -> bool:
     return (BUNDLED / name / "1" / "model.onnx").is_file()
 
 
+def default_test_model() -> str:
+    """The model the tests post to by default: the trained RTS model when it is bundled, else the toy."""
+    return "stn_rts" if bundled_has("stn_rts") else "toy_affine"
+
+
 def export_toy(path: Path, transform: str, params: np.ndarray | None, seed: int = 0) -> None:
     """A toy ST-CNN exported to ``path`` with the contract's metadata (torch + onnx: tests only)."""
     import onnx
