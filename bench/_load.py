@@ -180,7 +180,7 @@ def system_busy_fraction(seconds: float = 1.0) -> float:
     return (b1 - b0) / max(1, t1 - t0)
 
 
-def busy_processes(pattern: str) -> list[str]:
+def processes_named(pattern: str) -> list[str]:
     """Command lines of running processes that contain ``pattern`` (e.g. ``stn-train``), this one excluded."""
     found = []
     for pid in os.listdir("/proc"):

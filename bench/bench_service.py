@@ -525,7 +525,7 @@ def photo_run(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> d
 def background_load(seconds: float) -> dict[str, Any]:
     """What else the machine was doing before a run: CPU busy share over ``seconds``, stn-train processes."""
     return {"cpu_busy_before": _load.system_busy_fraction(seconds),
-            "stn_train_processes": _load.busy_processes("stn-train")}
+            "stn_train_processes": _load.processes_named("stn-train")}
 
 
 def report_header(started: datetime, background: dict[str, Any], settings: Any) -> dict[str, Any]:
@@ -651,7 +651,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"R_ort batch {int(b):3d}, {other} intra-op threads: {o['images_per_s']:8.0f} images/s")
     result["ort_threads"] = threads
     result["background"]["cpu_busy_after"] = _load.system_busy_fraction(2.0)
-    result["background"]["stn_train_processes_after"] = _load.busy_processes("stn-train")
+    result["background"]["stn_train_processes_after"] = _load.processes_named("stn-train")
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["goals"] = goals(result, b64, b_batch)
     shutil.rmtree(scratch, ignore_errors=True)  # kept when a run fails: the server logs are there

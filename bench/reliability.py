@@ -245,11 +245,11 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "loadavg_at_start": os.getloadavg(),
-        "busy_processes_at_start": busy_processes(),
+        "busy_processes_at_start": cpu_busy_processes(),
     }
 
 
-def busy_processes(min_cpu: float = 10.0) -> list[str]:
+def cpu_busy_processes(min_cpu: float = 10.0) -> list[str]:
     """Other processes using the CPU (``ps``): what shares the cores with the measurement."""
     out = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
     mine = {os.getpid(), os.getppid()}
@@ -468,7 +468,7 @@ def main() -> None:
             result["commands"].append(result["suite"]["command"])
             print(json.dumps(result["suite"], indent=1))
             result["busy_processes_during"] = sorted(
-                {*result.get("busy_processes_during", []), *(p.split("% ", 1)[1] for p in busy_processes())}
+                {*result.get("busy_processes_during", []), *(p.split("% ", 1)[1] for p in cpu_busy_processes())}
             )
         if args.part in ("all", "overload"):
             result["overload"] = []
@@ -484,7 +484,7 @@ def main() -> None:
                 o["log_tracebacks"] = log.read_text(errors="replace").count("Traceback")
                 result["overload"].append(o)
                 result["busy_processes_during"] = sorted(
-                    {*result.get("busy_processes_during", []), *(p.split("% ", 1)[1] for p in busy_processes())}
+                    {*result.get("busy_processes_during", []), *(p.split("% ", 1)[1] for p in cpu_busy_processes())}
                 )
                 print(json.dumps({k: v for k, v in o.items() if k not in ("windows", "samples")}, indent=1))
             result["commands"].append(
@@ -505,7 +505,7 @@ def main() -> None:
             )
             s = result["soak"]
             result["busy_processes_during"] = sorted(
-                {*result.get("busy_processes_during", []), *(p.split("% ", 1)[1] for p in busy_processes())}
+                {*result.get("busy_processes_during", []), *(p.split("% ", 1)[1] for p in cpu_busy_processes())}
             )
             print(json.dumps({k: v for k, v in s.items() if k != "samples"}, indent=1))
     finally:
