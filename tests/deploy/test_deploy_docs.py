@@ -37,7 +37,8 @@ def test_documents_gpu_cpu_and_triton_commands() -> None:
 def test_every_setting_is_in_the_service_docs_settings_table() -> None:
     """A new setting (a field of service.settings.Settings) is documented with its variable and its flag."""
     rows = [ln for ln in (ROOT / "docs" / "service.md").read_text().splitlines() if ln.startswith("| `STN_")]
-    documented = {m.group(1): m.group(2) for ln in rows if (m := re.match(r"\| `(STN_\w+)` \| `(--[\w-]+)(?: / --no-[\w-]+)?`", ln))}
+    row = re.compile(r"\| `(STN_\w+)` \| `(--[\w-]+)(?: / --no-[\w-]+)?`")
+    documented = {m.group(1): m.group(2) for ln in rows if (m := row.match(ln))}
     for env in settings_env_names():
         assert env in documented, f"docs/service.md's settings table has no row for {env}"
         assert documented[env] == "--" + env.removeprefix("STN_").lower().replace("_", "-"), env
