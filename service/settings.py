@@ -81,10 +81,12 @@ class Settings(BaseSettings):
 
     # Limits
     max_body_bytes: int = Field(
-        default=10 * 1024 * 1024, ge=1, description="request body limit (413 past it)"
+        # A 48-megapixel phone JPEG is 12-18 MB.
+        default=20 * 1024 * 1024, ge=1, description="request body limit (413 past it)"
     )
     max_image_pixels: int = Field(
-        default=40_000_000, ge=1, description="decoded image limit, width*height (413)"
+        # 48 and 50 MP phone cameras (8064 x 6048, 8160 x 6120) fit.
+        default=50_000_000, ge=1, description="decoded image limit, width*height (413)"
     )
     max_batch_files: int = Field(
         default=64, ge=1, description="files in one batch request (400 past it: the schema's maxItems)"

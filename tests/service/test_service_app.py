@@ -200,7 +200,7 @@ def test_defaults() -> None:
     s = Settings()
     assert s.model_repository == (ROOT / "service" / "model_repository").resolve()
     assert (s.host, s.port, s.default_model, s.provider) == ("127.0.0.1", 8000, "stn_photo", "auto")
-    assert s.max_body_bytes == 10 * 1024 * 1024 and s.max_image_pixels == 40_000_000
+    assert s.max_body_bytes == 20 * 1024 * 1024 and s.max_image_pixels == 50_000_000
 
 
 def test_the_service_never_imports_torch_onnx_model_or_export() -> None:

@@ -132,14 +132,14 @@ def test_bad_input_over_the_wire_then_good(server: Server) -> None:
     truncated = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)))[
         :5000
     ]
-    huge = png(Image.new("L", (7000, 6000)))  # 42 Mpx, a small file
+    huge = png(Image.new("L", (8200, 6200)))  # 51 Mpx, a small file
     with httpx.Client(base_url=server.url, timeout=60) as c:
         cases = [
             (c.post("/v1/predict", content=b"", headers=PNG), 400),
             (c.post("/v1/predict", content=b"plain text", headers={"content-type": "text/plain"}), 415),
             (c.post("/v1/predict", content=b"plain text", headers=PNG), 400),
             (c.post("/v1/predict", content=truncated, headers=PNG), 400),
-            (c.post("/v1/predict", content=b"\0" * (10 * 1024 * 1024 + 1), headers=PNG), 413),
+            (c.post("/v1/predict", content=b"\0" * (20 * 1024 * 1024 + 1), headers=PNG), 413),
             (c.post("/v1/predict", content=huge, headers=PNG), 413),
             (c.post("/v1/models/nope/predict", content=good, headers=PNG), 404),
             (
