@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint train-rts train-tc train-photo export export-photo bench bench-service bench-reliability bench-gpu eval-photo clean
+.PHONY: serve test lint train-rts train-tc train-photo export export-photo bench bench-service bench-reliability bench-gpu bench-ab bench-photo-seeds eval-photo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -75,8 +75,18 @@ bench-service: $(VENV)/.dev
 	bash tests/setup_system.sh
 	$(BIN)/python -m bench.bench_service
 
+# This tree against another commit in one run: make bench-ab REF=<commit>.
+bench-ab: $(VENV)/.dev
+	bash tests/setup_system.sh
+	$(BIN)/python -m bench.ab_service --ref $(or $(REF),HEAD~1)
+
+# Set A of the photo evaluation at other seeds (how much one draw's error is luck).
+bench-photo-seeds: $(VENV)/.dev
+	bash tests/setup_system.sh
+	$(BIN)/python -m bench.photo_seeds
+
 # Every CPU benchmark, each writing its table to bench/results/ (bench-gpu needs a GPU machine).
-bench: bench-service bench-reliability eval-photo
+bench: bench-service bench-reliability eval-photo bench-photo-seeds
 
 
 clean:
