@@ -33,6 +33,7 @@ from model import distort
 from model.card import refresh_baseline, write_card
 from model.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
 from model.nets import ModelConfig, build_model, count_params, full_config
+from model.transforms import FAMILIES
 
 log = logging.getLogger("stn-train")
 
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse.
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="JSON file of any of the options below")
     p.add_argument("--model", choices=["stcnn", "cnn"])
-    p.add_argument("--transform", choices=["affine", "attention", "similarity", "translation", "projective", "tps"])
+    p.add_argument("--transform", choices=list(FAMILIES))
     p.add_argument("--distortion", choices=list(distort.NAMES))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

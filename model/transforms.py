@@ -11,7 +11,8 @@ Convention
   ``torch.nn.functional.grid_sample`` (and ONNX ``GridSample``) take.
 - Every family's ``identity()`` parameters give ``x_s = x, y_s = y``.
 
-The affine-type families (affine, attention, similarity, translation) all produce ``theta_out_to_in``,
+The affine-type families (affine, attention, scale_translation, similarity, translation) all produce
+``theta_out_to_in``,
 a ``(B, 2, 3)`` matrix with ``[x_s, y_s]^T = theta @ [x, y, 1]^T``; they differ in which entries are free.
 Only plain tensor ops are used so that every family exports to ONNX with a native ``GridSample``.
 """
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FAMILIES = ("affine", "attention", "similarity", "translation", "projective", "tps")
+FAMILIES = ("affine", "attention", "scale_translation", "similarity", "translation", "projective", "tps")
 
 
 def _exporting() -> bool:
@@ -128,6 +129,26 @@ class Attention(_AffineType):
         s, tx, ty = p[:, 0], p[:, 1], p[:, 2]
         zero = torch.zeros_like(s)
         return torch.stack([torch.stack([s, zero, tx], 1), torch.stack([zero, s, ty], 1)], 1)
+
+
+class ScaleTranslation(_AffineType):
+    """A scale for x, a scale for y and a translation, no rotation or shear: the four numbers each
+    transformer of the paper's fine-grained birds model outputs (it may zoom and move, not turn).
+
+    ``p = (a, d, e, f)``, ``theta = [[a, 0, e], [0, d, f]]``; identity ``(1, 1, 0, 0)``. ``a < 1`` zooms in
+    along x.
+    """
+
+    name = "scale_translation"
+    num_params = 4
+
+    def identity(self) -> Tensor:
+        return torch.tensor([1.0, 1.0, 0.0, 0.0])
+
+    def theta(self, p: Tensor) -> Tensor:
+        a, d, e, f = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
+        zero = torch.zeros_like(a)
+        return torch.stack([torch.stack([a, zero, e], 1), torch.stack([zero, d, f], 1)], 1)
 
 
 class Similarity(_AffineType):
@@ -251,6 +272,7 @@ def build_family(name: str, output_size: tuple[int, int], tps_grid: int = 4) -> 
     classes: dict[str, type[Family]] = {
         "affine": Affine,
         "attention": Attention,
+        "scale_translation": ScaleTranslation,
         "similarity": Similarity,
         "translation": Translation,
         "projective": Projective,

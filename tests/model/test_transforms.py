@@ -71,6 +71,20 @@ def test_attention_scale_half_zooms_on_the_centre() -> None:
     torch.testing.assert_close(out, torch.ones(1, 1, 4, 4), atol=1e-5, rtol=0)
 
 
+def test_scale_translation_zooms_and_moves_each_axis_on_its_own() -> None:
+    """theta = [[a, 0, e], [0, d, f]]: output x reads input a*x + e, output y reads d*y + f (no mixing)."""
+    x = torch.arange(64, dtype=torch.float32).reshape(1, 1, 8, 8)
+    fam = build_family("scale_translation", (8, 4))  # output 8 rows, 4 columns
+    theta = fam.params_out(torch.tensor([[0.5, 1.0, 0.25, 0.0]]))
+    torch.testing.assert_close(theta, torch.tensor([[[0.5, 0.0, 0.25], [0.0, 1.0, 0.0]]]))
+    out = _sample(x, fam.grid(torch.tensor([[0.5, 1.0, 0.25, 0.0]])))
+    # x: output column centres -0.75..0.75 read input x 0.5 x + 0.25 = -0.125..0.625, the centres of input
+    # columns 3..6 exactly; y: unchanged, all 8 rows.
+    torch.testing.assert_close(out, x[..., :, 3:7], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"scale_translation parameters must be \(B, 4\)"):
+        fam.grid(torch.zeros(1, 6))
+
+
 def test_export_path_grid_equals_affine_grid(monkeypatch: pytest.MonkeyPatch) -> None:
     theta = torch.randn(4, 2, 3)
     eager = affine_grid(theta, (7, 9))
