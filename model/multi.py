@@ -1,0 +1,125 @@
+"""Spatial transformers inside the CNN and side by side: the building blocks of the paper's ST-CNN Multi (one
+transformer before each of the first convolution layers, on feature maps) and of its 2x / 4x ST-CNN (several
+transformers on the same input, each with its own localisation net, their outputs feeding the classifier).
+
+- ``FeatureTransformer``: a transformer at any depth: ``(B, C, H, W)`` feature maps in, ``(B, C, h, w)``
+  out, the same transform applied to every channel, predicted by its own small localisation net from those
+  maps. It samples with zero padding (what lies outside a feature map is no activation).
+- ``ParallelTransformers``: ``n`` transformers on one input; their crops are concatenated along channels
+  (``(B, n * C, h, w)``) and their parameters stacked (``(B, n, ...)``). Identical transformers would get
+  identical gradients and never part, so each starts from its own place: the identity shrunk to
+  ``start_scale`` and moved to one of ``n`` points spread over the input (``start_offsets``).
+
+Every grid is built as in ``model.transforms`` (plain tensor ops), so a model made of these exports with one
+native ``GridSample`` per transformer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.transforms import Family, build_family
+
+
+class SmallLocNet(nn.Module):
+    """A localisation net for feature maps: one 3x3 convolution (then a 2x2 max-pool where the maps are at
+    least 8 wide), two fully connected layers; the last starts at zero weight and the given bias."""
+
+    def __init__(self, channels: int, size: tuple[int, int], family: Family, start: Tensor, conv: int = 16,
+                 hidden: int = 32) -> None:
+        super().__init__()
+        h, w = size
+        pool = min(h, w) >= 8
+        self.features = nn.Sequential(nn.Conv2d(channels, conv, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(2) if pool else nn.Identity())
+        if pool:
+            h, w = h // 2, w // 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(conv * h * w, hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(hidden, family.num_params)
+        nn.init.zeros_(self.fc.weight)
+        with torch.no_grad():
+            self.fc.bias.copy_(start)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.head(self.features(x)))
+
+
+class FeatureTransformer(nn.Module):
+    """``forward(x)`` -> ``(sampled (B, C, h, w), params_out)`` for feature maps ``x`` ``(B, C, H, W)``."""
+
+    def __init__(self, channels: int, size: tuple[int, int], out_size: tuple[int, int] | None = None,
+                 transform: str = "affine", start: Tensor | None = None, conv: int = 16, hidden: int = 32,
+                 tps_grid: int = 4) -> None:
+        super().__init__()
+        self.channels, self.size = int(channels), (int(size[0]), int(size[1]))
+        self.out_size = (int(out_size[0]), int(out_size[1])) if out_size else self.size
+        self.family = build_family(transform, self.out_size, tps_grid)
+        self.loc = SmallLocNet(self.channels, self.size, self.family,
+                               self.family.identity() if start is None else start, conv, hidden)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (self.channels, *self.size):
+            raise ValueError(f"feature maps must be (B, {self.channels}, {self.size[0]}, {self.size[1]}), "
+                             f"got {tuple(x.shape)}")
+        p = self.loc(x)
+        grid = self.family.grid(p)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out, self.family.params_out(p)
+
+
+def start_offsets(n: int) -> list[tuple[float, float]]:
+    """``n`` points spread over the normalised input: a row for ``n <= 3``, else a near-square grid."""
+    cols = n if n <= 3 else math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pts = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x = 0.0 if cols == 1 else -0.5 + c / (cols - 1)
+        y = 0.0 if rows == 1 else -0.5 + r / (rows - 1)
+        pts.append((x, y))
+    return pts
+
+
+def start_params(transform: str, scale: float, offset: tuple[float, float]) -> Tensor:
+    """The parameters of an affine-type family for ``theta = [[scale, 0, x], [0, scale, y]]``."""
+    x, y = offset
+    table = {
+        "affine": [scale, 0.0, x, 0.0, scale, y],
+        "attention": [scale, x, y],
+        "scale_translation": [scale, scale, x, y],
+        "similarity": [scale, 0.0, x, y],
+        "translation": [x, y],
+    }
+    if transform not in table:
+        raise ValueError(f"parallel transformers take an affine-type family, not {transform!r}")
+    return torch.tensor(table[transform])
+
+
+class ParallelTransformers(nn.Module):
+    """``n`` transformers on the same input: ``forward(x)`` -> ``(crops (B, n*C, h, w), params (B, n, ...),
+    [each transformer's crop (B, C, h, w)])``."""
+
+    def __init__(self, n: int, channels: int, size: tuple[int, int], out_size: tuple[int, int],
+                 transform: str = "scale_translation", start_scale: float = 0.5,
+                 offsets: Sequence[tuple[float, float]] | None = None, conv: int = 16, hidden: int = 32) -> None:
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        offsets = list(offsets) if offsets is not None else start_offsets(n)
+        if len(offsets) != n:
+            raise ValueError(f"{n} transformers need {n} offsets, got {len(offsets)}")
+        self.transformers = nn.ModuleList(
+            FeatureTransformer(channels, size, out_size, transform, start_params(transform, start_scale, o),
+                               conv, hidden)
+            for o in offsets
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        outs = [t(x) for t in self.transformers]
+        crops = [o for o, _ in outs]
+        return torch.cat(crops, dim=1), torch.stack([p for _, p in outs], dim=1), crops
