@@ -24,7 +24,7 @@ import numpy as np
 
 from service.batching import DynamicBatcher
 from service.errors import ModelNotFound, ModelNotReady, ServiceError, Unprocessable
-from service.geometry import draw_overlay, rectify_image, region_corners, to_upload
+from service.geometry import border_points, draw_overlay, rectify_image, to_upload
 from service.metrics import Metrics
 from service.model import GEOMETRIC, Result, ServedModel
 from service.preprocess import Invert, Prepared, border_median, png_bytes, rectified_to_pixels, to_gray
@@ -236,10 +236,9 @@ class DataPlane:
         model = self.get_ready(name)
         spec = model.spec
         if (size is not None or overlay) and spec.param_output not in GEOMETRIC:
-            what = "an overlay" if overlay else "a rectified crop at a chosen size"
             raise Unprocessable(
-                f"model {spec.name!r} uses a {spec.transform} transform: {what} needs theta or "
-                f"a homography; call without ?size= for the model's own rectified output"
+                f"model {spec.name!r} has no transform output: call without ?size= or ?overlay= for its own "
+                "rectified output"
             )
         decoded, prep = await self._cpu(True, model.preprocess, data, invert, True)
         out = await model.predict(prep.x[None], self.settings.request_timeout_s)
@@ -248,8 +247,8 @@ class DataPlane:
         assert spec.param_output is not None
         params = to_upload(out[spec.param_output][0], prep.to_upload)
         if overlay:
-            corners = region_corners(params, *decoded.size)
-            return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, corners)))
+            border = border_points(params, *decoded.size)  # straight sides, or a spline's curved ones
+            return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, border)))
         assert size is not None
         w, h = size
 

@@ -15,6 +15,11 @@ Convention
   ``(h, w)`` from the original samples the same quadrilateral, only more densely.
 - The region is the image of the output grid's outer corners ``(±1, ±1)``, in the order top-left,
   top-right, bottom-right, bottom-left (of the output).
+- A thin-plate spline (``control_points`` ``(K, 2)``, K = g x g) maps the output to the input through its
+  control points: those sit at fixed output positions ``linspace(-1, 1, g)^2`` and the parameters are their
+  input positions ``Q``. The map is linear in ``Q`` (``grid = M @ Q``), ``M`` from the spline's kernel as
+  ``model.transforms.ThinPlateSpline`` builds it, here in float64 at any output size, row chunk by chunk.
+  Its region is the image of the same four corners (the crop's border is curved; the overlay draws it).
 - Sampling is bilinear with constant padding (the model pads with black in its own polarity), like
   ``grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)``.
 """
@@ -29,6 +34,45 @@ from PIL import Image, ImageDraw
 OUT_CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])  # (4, 2) TL, TR, BR, BL
 _CORNER_LIST = OUT_CORNERS.tolist()
 _MAX_POINTS_PER_CHUNK = 1 << 20
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    """``U(r) = r^2 log r^2`` (0 at r = 0), as the model's spline."""
+    return r2 * np.log(np.maximum(r2, 1e-12))
+
+
+def _tps_solve(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Control points ``P`` ``(K, 2)`` of a g x g spline and the first K columns of its ``L^-1``."""
+    g = math.isqrt(k)
+    if g * g != k or g < 2:
+        raise ValueError(f"tps control points must be g x g (g >= 2), got {k}")
+    lin = np.linspace(-1.0, 1.0, g)
+    cy, cx = np.meshgrid(lin, lin, indexing="ij")
+    P = np.stack([cx.reshape(-1), cy.reshape(-1)], 1)
+    L = np.zeros((k + 3, k + 3))
+    L[:k, :k] = _tps_kernel(((P[:, None, :] - P[None, :, :]) ** 2).sum(-1))
+    L[:k, k] = 1.0
+    L[:k, k + 1 :] = P
+    L[k, :k] = 1.0
+    L[k + 1 :, :k] = P.T
+    return P, np.linalg.inv(L)[:, :k]
+
+
+def tps_points(control_points: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Normalised output points ``(N, 2)`` -> input sample points ``(N, 2)`` through the spline whose
+    control points (input positions) are ``control_points`` ``(K, 2)``."""
+    Q = np.asarray(control_points, dtype=np.float64)
+    pts = np.asarray(pts, dtype=np.float64)
+    P, linv = _tps_solve(len(Q))
+    B = np.concatenate([_tps_kernel(((pts[:, None, :] - P[None, :, :]) ** 2).sum(-1)), np.ones((len(pts), 1)),
+                        pts], 1)  # (N, K + 3)
+    return (B @ linv) @ Q
+
+
+def is_tps(params: np.ndarray | list[list[float]]) -> bool:
+    """Whether ``params`` are TPS control points ``(K, 2)`` (theta is (2, 3), a homography (3, 3))."""
+    shape = np.shape(params)
+    return len(shape) == 2 and shape[1] == 2 and shape[0] >= 4
 
 
 def as_homography(params: np.ndarray) -> np.ndarray:
@@ -56,6 +100,8 @@ def to_upload(params: np.ndarray, frame: tuple[float, float, float, float] | Non
     if frame is None:
         return p
     sx, bx, sy, by = frame
+    if is_tps(p):  # the control points' input positions: the same per-axis map, point by point
+        return p * np.array([sx, sy]) + np.array([bx, by])
     a = np.array([[sx, 0.0, bx], [0.0, sy, by], [0.0, 0.0, 1.0]])
     out = a @ as_homography(p)
     return out[:2] if p.shape == (2, 3) else out
@@ -73,6 +119,9 @@ def region_points(params: np.ndarray | list[list[float]], width: int, height: in
     """Corners [x_px, y_px] of the sampled quadrilateral in the upload's pixel-edge coordinates, as lists.
 
     Plain Python on purpose: four points are cheaper in floats than in numpy (this runs per answer)."""
+    if is_tps(params):
+        pts = tps_points(np.asarray(params), OUT_CORNERS)
+        return [[(x + 1.0) * width / 2.0, (y + 1.0) * height / 2.0] for x, y in pts.tolist()]
     rows = params.tolist() if isinstance(params, np.ndarray) else params
     if len(rows) == 2:
         rows = [*rows, [0.0, 0.0, 1.0]]
@@ -116,8 +165,10 @@ def sample_bilinear(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, fill: float
 
 def rectify(img: np.ndarray, params: np.ndarray, out_hw: tuple[int, int], fill: float = 0.0) -> np.ndarray:
     """Sample ``img`` ``(H, W)`` on the output grid ``(h, w)`` mapped by ``params``; float32 ``(h, w)``."""
-    hm = as_homography(params)
     h, w = out_hw
+    if is_tps(params):
+        return _rectify_tps(img, np.asarray(params, dtype=np.float64), out_hw, fill)
+    hm = as_homography(params)
     xs = ((2.0 * np.arange(w) + 1.0) / w - 1.0)[None, :]  # (1, w) output pixel centres
     ys = ((2.0 * np.arange(h) + 1.0) / h - 1.0)[:, None]  # (h, 1)
     out = np.empty((h, w), dtype=np.float32)
@@ -132,6 +183,30 @@ def rectify(img: np.ndarray, params: np.ndarray, out_hw: tuple[int, int], fill: 
             u, v = u / q, v / q
         out[r0 : r0 + rows] = sample_bilinear(img, u, v, fill)
     return out
+
+
+def _rectify_tps(img: np.ndarray, control_points: np.ndarray, out_hw: tuple[int, int], fill: float) -> np.ndarray:
+    h, w = out_hw
+    xs = (2.0 * np.arange(w) + 1.0) / w - 1.0
+    out = np.empty((h, w), dtype=np.float32)
+    rows = max(1, (_MAX_POINTS_PER_CHUNK // 16) // max(1, w))  # B is (points, K + 3): smaller chunks
+    for r0 in range(0, h, rows):
+        ys = (2.0 * np.arange(r0, min(h, r0 + rows)) + 1.0) / h - 1.0
+        gx, gy = np.meshgrid(xs, ys)
+        pts = tps_points(control_points, np.stack([gx.reshape(-1), gy.reshape(-1)], 1))
+        out[r0 : r0 + len(ys)] = sample_bilinear(img, pts[:, 0], pts[:, 1], fill).reshape(len(ys), w)
+    return out
+
+
+def border_points(params: np.ndarray, width: int, height: int, per_side: int = 16) -> np.ndarray:
+    """The sampled region's border in the upload's pixels ``(4 * per_side, 2)``, from the top-left corner
+    clockwise: straight for theta and homographies, curved for a spline."""
+    t = np.linspace(-1.0, 1.0, per_side, endpoint=False)
+    one = np.ones_like(t)
+    sides = [np.stack([t, -one], 1), np.stack([one, t], 1), np.stack([-t, one], 1), np.stack([-one, -t], 1)]
+    pts = np.concatenate(sides)
+    mapped = tps_points(params, pts) if is_tps(params) else map_points(params, pts)
+    return (mapped + 1.0) * np.array([width / 2.0, height / 2.0])
 
 
 def prereduce_factor(corners_px: np.ndarray, out_hw: tuple[int, int]) -> int:
@@ -160,8 +235,9 @@ def rectify_image(gray: Image.Image, params: np.ndarray, out_hw: tuple[int, int]
 
 
 def draw_overlay(img: Image.Image, corners_px: np.ndarray, min_side: int = 256) -> Image.Image:
-    """The upload (RGB) with the quadrilateral drawn on it; small uploads are first enlarged (nearest) so
-    that the drawing stays legible. The top-left output corner is marked with a dot."""
+    """The upload (RGB) with the region's border (its corners, or ``border_points``) drawn on it; small
+    uploads are first enlarged (nearest) so that the drawing stays legible. The top-left output corner (the
+    first point) is marked with a dot."""
     rgb = img.convert("RGB")
     scale = 1
     if max(rgb.size) < min_side:

@@ -28,7 +28,7 @@ from service.repository import ModelSpec
 from service.runtime import ModelRuntime
 
 DRAFT = 2  # JPEG draft decoding: at least this many times the model input's size
-GEOMETRIC = ("theta", "homography")  # parameter outputs that map the crop onto the input by a matrix
+GEOMETRIC = ("theta", "homography", "control_points")  # parameter outputs that place the crop on the input
 
 
 def softmax(logits: list[float]) -> list[float]:

@@ -37,7 +37,8 @@ class Prediction(BaseModel):
     )
     region: list[list[float]] | None = Field(
         description="corners [x, y] in the upload's pixels (edge coordinates) of the quadrilateral the "
-        "transformer sampled: top-left, top-right, bottom-right, bottom-left; null for tps"
+        "transformer sampled: top-left, top-right, bottom-right, bottom-left (for tps the images of the "
+        "crop's corners: its sides are curved)"
     )
     image_size: list[int] = Field(description="the upload's [width, height] after EXIF orientation")
     inverted: bool = Field(description="whether the upload was inverted to match the model's polarity")

@@ -32,7 +32,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def rel_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A toy affine model (``toy_affine``: the transform fixed, exported with torch) and a TPS one, so that
-    every route has a model to run, including the 422 of a TPS overlay."""
+    every route has a model to run, a TPS overlay and crop at any size included."""
     root = tmp_path_factory.mktemp("rel_repo")
     export_toy(root / "toy_affine" / "1" / "model.onnx", "affine", TOY_THETA.reshape(-1))
     export_toy(root / "toy_tps" / "1" / "model.onnx", "tps", None)

@@ -6,9 +6,7 @@ every operation of ``/openapi.json``, with a bounded number of examples per oper
 cannot express (an image part is an image; a v2 tensor fills its shape) is told to schemathesis by
 ``tests/utils/st_hooks.py``. The number of cases run is printed.
 
-The served repository is the toy models and the bundled ones, less ``toy_tps``: a TPS model cannot yet
-rectify at a chosen size (``?size=`` answers 422, which schemathesis rightly reports as a schema-valid
-request refused); that is issue #12's (TPS rectify at size).
+The served repository is the toy models (affine, projective, TPS) and the bundled ones.
 """
 
 from __future__ import annotations
@@ -39,13 +37,8 @@ def schemathesis_cli() -> list[str]:
 def test_schemathesis_all_checks(
     token: str | None, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    served = tmp_path / "repo"
-    served.mkdir()
-    for entry in repo.iterdir():
-        if entry.name != "toy_tps":
-            (served / entry.name).symlink_to(entry.resolve())
     env = {"STN_API_TOKEN": token} if token else {}
-    args = serve_args(served, default_model="toy_affine")
+    args = serve_args(repo, default_model="toy_affine")
     with stn_serve(tmp_path, *args, env=env) as server:
         cmd = [*schemathesis_cli(), "--no-color", "run", f"{server.url}/openapi.json", "--checks", "all",
                "--max-examples", str(MAX_EXAMPLES), "--seed", "1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.geometry import region_corners
+from service.app import create_app
+from service.geometry import OUT_CORNERS, region_corners, tps_points
+from tests.utils.app import make_settings, wait_ready
 from tests.utils.payloads import decode_png, encode, multipart_files, pattern, png, psnr
-from tests.utils.toys import TOY_HOMOGRAPHY, TOY_THETA, bundled_has
+from tests.utils.toys import TOY_HOMOGRAPHY, TOY_THETA, bundled_has, export_toy
 
 PNG = {"content-type": "image/png"}
 
@@ -79,9 +82,10 @@ def test_projective_model_answers_homography_and_region(client: TestClient) -> N
     np.testing.assert_allclose(p["region"], region_corners(TOY_HOMOGRAPHY, 42, 42), atol=1e-3)
 
 
-def test_tps_model_has_no_region(client: TestClient) -> None:
-    p = predict(client, png(pattern()), "toy_tps")
-    assert p["region"] is None and len(p["control_points"]) == 16
+def test_identity_tps_region_is_the_whole_upload(client: TestClient) -> None:
+    p = predict(client, png(Image.fromarray(pattern(42)).resize((80, 60))), "toy_tps")
+    assert len(p["control_points"]) == 16
+    np.testing.assert_allclose(p["region"], [[0, 0], [80, 0], [80, 60], [0, 60]], atol=1e-6)
 
 
 def test_output_matches_onnxruntime_on_the_same_tensor(client: TestClient, repo: Path) -> None:
@@ -231,12 +235,40 @@ def test_overlay_is_the_upload_with_the_quadrilateral(client: TestClient) -> Non
     assert red[int(y) - 6 : int(y) + 6, int(x) - 6 : int(x) + 6].any() or red.sum() > 500
 
 
-def test_tps_rectify_at_a_size_is_422(client: TestClient) -> None:
-    body = png(pattern())
-    for q in ("?size=64x64", "?overlay=true"):
-        r = client.post(f"/v1/models/toy_tps/rectify{q}", content=body, headers=PNG)
-        assert r.status_code == 422 and "tps" in r.json()["error"]
-    assert client.post("/v1/models/toy_tps/rectify", content=body, headers=PNG).status_code == 200
+@pytest.fixture(scope="module")
+def bent_tps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A toy TPS model whose control points are moved off the identity: a curved, non-affine crop."""
+    root = tmp_path_factory.mktemp("tps_repo")
+    rng = np.random.default_rng(3)
+    g = np.linspace(-1, 1, 4)
+    ident = np.stack(np.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    bent = 0.7 * ident + rng.uniform(-0.12, 0.12, ident.shape)
+    export_toy(root / "toy_tps_bent" / "1" / "model.onnx", "tps", bent.reshape(-1))
+    with TestClient(create_app(make_settings(root, default_model="toy_tps_bent"))) as c:
+        wait_ready(c)
+        yield c
+
+
+def test_tps_region_and_rectify_at_any_size(bent_tps: TestClient) -> None:
+    """TPS: the region is the crop's corners in the upload's pixels; ?size= re-samples the spline's grid from
+    the original at any resolution and matches the model's own rectified output (PSNR >= 30 dB)."""
+    big = Image.fromarray(pattern(42)).resize((630, 630), Image.Resampling.BICUBIC)
+    for img in (Image.fromarray(pattern(42)), big):
+        body = png(img)
+        p = predict(bent_tps, body, "toy_tps_bent", "?rectified=true")
+        ref = rectified_of(p)
+        assert p["region"] is not None and len(p["region"]) == 4 and p["control_points"] is not None
+        corners = np.array(p["region"]) / img.size[0] * 2 - 1  # back to normalised coordinates
+        np.testing.assert_allclose(corners, tps_points(np.array(p["control_points"]), OUT_CORNERS), atol=1e-6)
+        r = bent_tps.post("/v1/models/toy_tps_bent/rectify?size=28x28", content=body, headers=PNG)
+        same = decode_png(r.content)
+        assert psnr(same, ref) >= 30.0
+        crop = Image.open(io.BytesIO(
+            bent_tps.post("/v1/models/toy_tps_bent/rectify?size=256x256", content=body, headers=PNG).content))
+        assert crop.size == (256, 256)
+        assert psnr(np.asarray(crop.resize((28, 28), Image.Resampling.BOX)), ref) >= 30.0
+    overlay = bent_tps.post("/v1/models/toy_tps_bent/rectify?overlay=true", content=png(big), headers=PNG)
+    assert overlay.status_code == 200 and Image.open(io.BytesIO(overlay.content)).size == (630, 630)
 
 
 # ---- batch ----
