@@ -10,6 +10,10 @@ transformers on the same input, each with its own localisation net, their output
   identical gradients and never part, so each starts from its own place: the identity shrunk to
   ``start_scale`` and moved to one of ``n`` points spread over the input (``start_offsets``).
 
+- ``SequenceHead``: reads up to ``max_len`` (5) digits: a length head and one classifier per position over
+  the ten digits and "no digit" (Goodfellow et al. 2013), with ``sequence_targets``, ``sequence_loss`` and
+  ``decode_sequence`` (the number and its probability).
+
 Every grid is built as in ``model.transforms`` (plain tensor ops), so a model made of these exports with one
 native ``GridSample`` per transformer.
 """
@@ -123,3 +127,58 @@ class ParallelTransformers(nn.Module):
         outs = [t(x) for t in self.transformers]
         crops = [o for o, _ in outs]
         return torch.cat(crops, dim=1), torch.stack([p for _, p in outs], dim=1), crops
+
+
+NO_DIGIT = 10  # the "no digit" class of a position head
+
+
+class SequenceHead(nn.Module):
+    """Reads up to ``max_len`` digits from features ``(B, F)``: ``max_len`` position classifiers over 11
+    classes (the ten digits and ``NO_DIGIT``), and a length head over ``0..max_len`` (Goodfellow et al. 2013's
+    form). ``forward`` -> ``(length_logits (B, max_len + 1), digit_logits (B, max_len, 11))``."""
+
+    def __init__(self, features: int, max_len: int = 5, hidden: int = 0) -> None:
+        super().__init__()
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.max_len = int(max_len)
+        trunk: list[nn.Module] = [nn.Linear(features, hidden), nn.ReLU(inplace=True)] if hidden else []
+        self.trunk = nn.Sequential(*trunk)
+        width = hidden or features
+        self.length = nn.Linear(width, self.max_len + 1)
+        self.digits = nn.Linear(width, self.max_len * (NO_DIGIT + 1))
+
+    def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.trunk(f)
+        return self.length(h), self.digits(h).view(-1, self.max_len, NO_DIGIT + 1)
+
+
+def sequence_targets(labels: Sequence[Sequence[int]], max_len: int = 5) -> tuple[Tensor, Tensor]:
+    """Numbers as digit lists -> (lengths (B,), position targets (B, max_len), ``NO_DIGIT`` past the end)."""
+    if any(len(s) > max_len for s in labels):
+        raise ValueError(f"a number has more than {max_len} digits")
+    lengths = torch.tensor([len(s) for s in labels])
+    digits = torch.full((len(labels), max_len), NO_DIGIT, dtype=torch.long)
+    for i, s in enumerate(labels):
+        digits[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+    return lengths, digits
+
+
+def sequence_loss(length_logits: Tensor, digit_logits: Tensor, lengths: Tensor, digits: Tensor) -> Tensor:
+    """Cross-entropy of the length and of every position (``NO_DIGIT`` included), summed."""
+    per_position = F.cross_entropy(digit_logits.reshape(-1, digit_logits.shape[-1]), digits.reshape(-1))
+    return F.cross_entropy(length_logits, lengths) + digit_logits.shape[1] * per_position
+
+
+def decode_sequence(length_logits: Tensor, digit_logits: Tensor) -> list[tuple[list[int], float]]:
+    """The most probable number and its probability per sample: the length head's choice, then each of
+    that many positions' best digit (``NO_DIGIT`` excluded); probability = P(length) x prod P(digit)."""
+    p_len = length_logits.softmax(-1)
+    p_dig = digit_logits[..., :NO_DIGIT].softmax(-1)  # a digit, given the position holds one
+    out = []
+    for b in range(length_logits.shape[0]):
+        n = int(p_len[b].argmax())
+        best = p_dig[b, :n].max(-1)
+        prob = float(p_len[b, n]) * float(best.values.prod()) if n else float(p_len[b, 0])
+        out.append(([int(v) for v in best.indices], prob))
+    return out

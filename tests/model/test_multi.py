@@ -112,3 +112,25 @@ def test_exports_with_one_grid_sample_per_transformer(tmp_path: Path) -> None:
         want = model(xs)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w.numpy(), atol=1e-4, rtol=0)
+
+
+def test_sequence_head_shapes_targets_loss_and_decoding() -> None:
+    from model.multi import NO_DIGIT, SequenceHead, decode_sequence, sequence_loss, sequence_targets
+
+    head = SequenceHead(12, max_len=5, hidden=16)
+    length_logits, digit_logits = head(torch.randn(3, 12))
+    assert length_logits.shape == (3, 6) and digit_logits.shape == (3, 5, 11)
+    lengths, digits = sequence_targets([[2, 0, 2, 6], [7], []])
+    assert lengths.tolist() == [4, 1, 0]
+    assert digits.tolist() == [[2, 0, 2, 6, NO_DIGIT], [7] + [NO_DIGIT] * 4, [NO_DIGIT] * 5]
+    with pytest.raises(ValueError, match="more than 5 digits"):
+        sequence_targets([[1, 2, 3, 4, 5, 6]])
+    # A head that has learned the answer: its loss is small, and decoding gives the numbers back.
+    big = 20.0
+    length_logits = torch.nn.functional.one_hot(lengths, 6).float() * big
+    digit_logits = torch.nn.functional.one_hot(digits, 11).float() * big
+    assert float(sequence_loss(length_logits, digit_logits, lengths, digits)) < 1e-6
+    decoded = decode_sequence(length_logits, digit_logits)
+    assert [d for d, _ in decoded] == [[2, 0, 2, 6], [7], []]
+    assert all(p > 0.999 for _, p in decoded)
+    assert float(sequence_loss(*head(torch.randn(3, 12)), lengths, digits)) > 1.0  # untrained: clearly not
