@@ -150,3 +150,19 @@ def test_overlay_enlarges_small_uploads_and_draws() -> None:
     arr = np.asarray(out)
     assert (arr[..., 0] > 200).sum() > 100  # the red outline is there
     assert arr[5, 5].tolist() == [0, 0, 0]  # outside the quadrilateral the upload is untouched
+
+
+def test_tps_points_are_the_models_own_spline() -> None:
+    """The service evaluates a TPS grid (at any size) as the model builds it (model.transforms)."""
+    import torch
+
+    from model.transforms import ThinPlateSpline, base_grid
+    from service.geometry import tps_points
+
+    fam = ThinPlateSpline((6, 5), 4)
+    torch.manual_seed(0)
+    q = fam.identity().reshape(-1, 2) + 0.1 * torch.randn(16, 2)
+    grid = fam.grid(q.reshape(1, -1))[0].reshape(-1, 2).numpy()
+    pts = base_grid(6, 5, torch.float64)[:, :2].numpy()
+    np.testing.assert_allclose(tps_points(q.numpy(), pts), grid, atol=1e-6)
+    np.testing.assert_allclose(tps_points(fam.identity().reshape(-1, 2).numpy(), pts), pts, atol=1e-9)
