@@ -52,14 +52,14 @@ class DataPlane:
         preloaded: Mapping[str, ModelRuntime | Exception] | None = None,
     ) -> None:
         self.settings = settings
-        # Sessions loaded before start-up (service.preflight), and the load errors of the models that failed.
-        self.preloaded = dict(preloaded or {})
+        # Sessions loaded before start-up (service.preflight), and the load errors of the models that failed;
+        # each entry is taken when its model is set up (a session) or loaded (an error).
+        self._preloaded = dict(preloaded or {})
         self.metrics = metrics
         self.in_flight = in_flight  # requests the server holds (service.admission), for the batchers
         self.models: dict[str, ServedModel] = {}
         self.default_model = settings.default_model
         self._load_task: asyncio.Task[None] | None = None
-        self._failed: dict[str, Exception] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -76,11 +76,12 @@ class DataPlane:
             raise RuntimeError(f"model repository {s.model_repository} holds no <name>/<version>/model.onnx")
         self.default_model = choose_default(entries, s.default_model)
         for name, entry in entries.items():
-            pre = self.preloaded.pop(name, None)
-            runtime = pre if isinstance(pre, ModelRuntime) and pre.entry == entry else ModelRuntime(
-                entry, s.provider, s.intra_op_threads, s.cuda_device_id)
-            if isinstance(pre, Exception):
-                self._failed[name] = pre
+            pre = self._preloaded.get(name)
+            if isinstance(pre, ModelRuntime) and pre.entry == entry:
+                runtime = pre
+                del self._preloaded[name]
+            else:
+                runtime = ModelRuntime(entry, s.provider, s.intra_op_threads, s.cuda_device_id)
             batcher = DynamicBatcher(
                 runtime,
                 max_batch_size=s.max_batch_size,
@@ -102,8 +103,9 @@ class DataPlane:
         for handle in self.models.values():
             rt = handle.runtime
             try:
-                if rt.name in self._failed:  # the preflight's load failed: the same error, not a second try
-                    raise self._failed.pop(rt.name)
+                failed = self._preloaded.pop(rt.name, None)
+                if isinstance(failed, Exception):  # the preflight's load failed: that error, not a second try
+                    raise failed
                 if not rt.loaded:
                     await handle.batcher.load()  # on the inference thread (its niceness, see DynamicBatcher)
                 if self.settings.warmup:
@@ -170,20 +172,20 @@ class DataPlane:
         return await asyncio.to_thread(fn, *args) if big else fn(*args)
 
     def _answers(self, model: ServedModel, outs: list[dict[str, np.ndarray]], preps: list[Prepared],
-                 rectified: bool, answer: Answer[T]) -> list[T]:
+                 answer: Answer[T]) -> list[T]:
         c0 = time.thread_time()
         spec = model.spec
-        answers = [answer(spec, model.postprocess(o, p, rectified)) for o, p in zip(outs, preps, strict=True)]
+        answers = [answer(spec, model.postprocess(o, p)) for o, p in zip(outs, preps, strict=True)]
         self.metrics.stages(spec.name).answer.inc(time.thread_time() - c0)
         return answers
 
     async def predict(
-        self, name: str | None, data: bytes, answer: Answer[T], *, invert: Invert = "auto", rectified: bool = False
+        self, name: str | None, data: bytes, answer: Answer[T], *, invert: Invert = "auto"
     ) -> T:
         model = self.get_ready(name)
         _, prep = await self._cpu(len(data) > INLINE_DECODE_BYTES, model.preprocess, data, invert)
         out = await model.predict(prep.x[None], self.settings.request_timeout_s)
-        return self._answers(model, [{k: v[0] for k, v in out.items()}], [prep], rectified, answer)[0]
+        return self._answers(model, [{k: v[0] for k, v in out.items()}], [prep], answer)[0]
 
     async def predict_batch(
         self,
@@ -192,7 +194,6 @@ class DataPlane:
         answer: Answer[T],
         *,
         invert: Invert = "auto",
-        rectified: bool = False,
     ) -> list[T | ServiceError]:
         """One answer per file, in order, or the error of a file that failed (the others still run).
 
@@ -215,7 +216,7 @@ class DataPlane:
             x = np.stack([p.x for _, p in good])  # (n, 1, H, W)
             out = await model.predict(x, self.settings.request_timeout_s)
             outs = [{k: v[row] for k, v in out.items()} for row in range(len(good))]
-            shaped = self._answers(model, outs, [p for _, p in good], rectified, answer)
+            shaped = self._answers(model, outs, [p for _, p in good], answer)
             answers = {i: a for (i, _), a in zip(good, shaped, strict=True)}
         items: list[T | ServiceError] = [
             r if isinstance(r, ServiceError) else answers[i] for i, r in enumerate(results)

@@ -5,8 +5,8 @@ stages, each one's CPU time counted per model (``stn_stage_cpu_seconds_total{mod
   prepare the model input from the model's metadata only (``service.preprocess``);
 - ``predict``: the batcher runs the session (several requests share one run);
 - ``postprocess``: class probabilities, the transform's parameters in the upload's own coordinates, the
-  region they sample there and, when asked, the rectified crop's pixels: a ``Result``, not an HTTP answer
-  (the wire shape is the routes' job, ``service.routes.answers``).
+  region they sample there, and the model's rectified crop: a ``Result``, not an HTTP answer (the wire
+  shape is the routes' job, ``service.routes.answers``, timed by the data plane as the "answer" stage).
 
 Nothing here knows about HTTP beyond raising the domain errors of ``service.errors``.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from service.batching import DynamicBatcher
 from service.geometry import region_points, to_upload
 from service.metrics import Metrics
-from service.preprocess import Decoded, Invert, Prepared, decode, prepare, rectified_to_pixels
+from service.preprocess import Decoded, Invert, Prepared, decode, prepare
 from service.repository import ModelSpec
 from service.runtime import ModelRuntime
 
@@ -48,7 +48,7 @@ class Result:
     region: list[list[float]] | None  # the sampled quadrilateral in the upload's pixels (matrix families)
     image_size: tuple[int, int]  # the upload's (W, H) after its EXIF orientation
     inverted: bool  # whether the upload was inverted for the model
-    rectified: np.ndarray | None  # the model's rectified crop as uint8 pixels, in the upload's polarity
+    rectified: np.ndarray  # the model's rectified crop (h, w), model units (preprocess.rectified_to_pixels)
 
 
 @dataclass
@@ -88,7 +88,7 @@ class ServedModel:
         """The session's outputs for a batch ``x`` ``(N, 1, H, W)``, through the batcher."""
         return await self.batcher.infer(x, timeout_s)
 
-    def postprocess(self, out: dict[str, np.ndarray], prep: Prepared, rectified: bool) -> Result:
+    def postprocess(self, out: dict[str, np.ndarray], prep: Prepared) -> Result:
         """One image's outputs (the batch axis removed) -> ``Result``."""
         spec = self.spec
         params = out.get(spec.param_output) if spec.param_output else None
@@ -98,5 +98,5 @@ class ServedModel:
         region = None
         if param_list is not None and spec.param_output in GEOMETRIC:
             region = region_points(param_list, *prep.size)
-        pixels = rectified_to_pixels(out["rectified"][0], spec, prep.inverted) if rectified else None
-        return Result(softmax(out["logits"].tolist()), param_list, region, prep.size, prep.inverted, pixels)
+        return Result(softmax(out["logits"].tolist()), param_list, region, prep.size, prep.inverted,
+                      out["rectified"][0])

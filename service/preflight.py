@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from service.batching import _renice
 from service.repository import ModelEntry, scan_repository
@@ -77,7 +77,7 @@ def preflight(settings: Settings, keep: bool = True) -> Loaded:
         return rt
 
     with ThreadPoolExecutor(1, initializer=_renice, initargs=(settings.inference_nice,)) as pool:
-        with _quiet("service.runtime") if not keep else _noop():
+        with nullcontext() if keep else _quiet("service.runtime"):
             for name, entry in entries.items():
                 loaded[name] = pool.submit(load, entry).result()
     problems = {n: r for n, r in loaded.items() if isinstance(r, Exception)}
@@ -85,8 +85,3 @@ def preflight(settings: Settings, keep: bool = True) -> Loaded:
         detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in problems.items())
         raise StartupError(f"no model in {root} can be loaded: {detail}")
     return loaded if keep else {}
-
-
-@contextmanager
-def _noop() -> Iterator[None]:
-    yield

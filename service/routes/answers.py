@@ -14,7 +14,7 @@ from typing import Any
 
 from service.errors import ServiceError
 from service.model import Result
-from service.preprocess import png_bytes
+from service.preprocess import png_bytes, rectified_to_pixels
 from service.repository import ModelSpec
 
 
@@ -27,8 +27,9 @@ def prediction(top_k: int, rectified: bool) -> Callable[[ModelSpec, Result], dic
         order = sorted(range(len(p)), key=p.__getitem__, reverse=True)[:k]  # stable: ties keep class order
         labels = spec.labels
         rect = None
-        if rectified and r.rectified is not None:
-            rect = base64.b64encode(png_bytes(r.rectified)).decode("ascii")
+        if rectified:
+            pixels = rectified_to_pixels(r.rectified, spec, r.inverted)
+            rect = base64.b64encode(png_bytes(pixels)).decode("ascii")
         out = spec.param_output
         return {
             "model": spec.name,

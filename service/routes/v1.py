@@ -61,7 +61,7 @@ async def _predict(request: Request, name: str | None) -> Response:
     dp, settings = state_of(request)
     dp.admit(name)  # 404 / 503 (not ready, queue full) before reading a body
     data = await read_image(request, settings)
-    return json_response(await dp.predict(name, data, prediction(top_k, rectified), invert=invert, rectified=rectified))
+    return json_response(await dp.predict(name, data, prediction(top_k, rectified), invert=invert))
 
 
 @routes.post("/v1/models/{name}/predict", **_predict_doc("Classify one image with a named model"))
@@ -85,7 +85,7 @@ async def _batch(request: Request, name: str | None) -> Response:
     if not files:
         raise InvalidInput("multipart body has no file field 'image'")
     answers = await dp.predict_batch(
-        name, [d for _, d in files], prediction(top_k, rectified), invert=invert, rectified=rectified
+        name, [d for _, d in files], prediction(top_k, rectified), invert=invert
     )
     items = [batch_item(i, f, a) for i, ((f, _), a) in enumerate(zip(files, answers, strict=True))]
     return json_response({"model": handle.name, "results": items})
