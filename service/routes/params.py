@@ -78,8 +78,20 @@ class Param(Generic[T]):
                 raise self._bad(raw, "must be one of " + ", ".join(self.choices))
             return raw
         if self.kind == "size":
-            return parse_size(raw, self._bound(settings), self.name)
+            return self._size(raw, self._bound(settings))
         raise AssertionError(f"unknown parameter kind {self.kind!r}")
+
+    def _size(self, raw: str, max_side: int) -> tuple[int, int]:
+        """``"WxH"`` or ``"N"`` (N x N) -> (w, h), each side 1..``max_side``: exactly what the schema's
+        ``int_range_pattern`` admits."""
+        m = _SIZE.fullmatch(raw) if len(raw) <= 32 else None
+        if m is None:
+            raise self._bad(raw, "must be WxH or N (e.g. 256x256)")
+        w = int(m.group(1))
+        h = int(m.group(2)) if m.group(2) else w
+        if w > max_side or h > max_side:
+            raise self._bad(raw, f"sides must be between 1 and {max_side}")
+        return w, h
 
     def _bad(self, raw: str, what: str) -> InvalidInput:
         shown = raw if len(raw) <= 40 else raw[:40] + "..."
@@ -148,20 +160,6 @@ def documented(params: Sequence[Param[Any]], settings: Settings | None = None) -
 
 _SIDE = r"[1-9][0-9]*"
 _SIZE = re.compile(rf"({_SIDE})(?:[xX]({_SIDE}))?", re.ASCII)  # ASCII: no other digits
-
-
-def parse_size(text: str, max_side: int, name: str = "size") -> tuple[int, int]:
-    """``"WxH"`` or ``"N"`` (N x N) -> (w, h), each side 1..``max_side``: exactly what the schema's
-    ``int_range_pattern`` admits."""
-    m = _SIZE.fullmatch(text[:32])
-    if not m or len(text) > 32:
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise InvalidInput(f"invalid request: {name}: must be WxH or N (e.g. 256x256), got {shown!r}")
-    w = int(m.group(1))
-    h = int(m.group(2)) if m.group(2) else w
-    if w > max_side or h > max_side:
-        raise InvalidInput(f"invalid request: {name}: sides must be between 1 and {max_side}, got {w}x{h}")
-    return w, h
 
 
 def int_range_pattern(n: int) -> str:
