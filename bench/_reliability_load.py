@@ -149,7 +149,7 @@ def zlib_bomb() -> bytes:
 # ---- the server -------------------------------------------------------------------------------------------
 
 
-def Server(args: list[str], log: Path, pythonpath: str = "") -> ServerProcess:  # noqa: N802 (was a class)
+def start_server(args: list[str], log: Path, pythonpath: str = "") -> ServerProcess:
     """``stn-serve`` with ``args`` in its own process, ready (``tests.utils.server``); ``stop()`` sends SIGTERM,
     waits and gives the exit status."""
     server = start_stn_serve(args, log, {"PYTHONPATH": pythonpath} if pythonpath else None)

@@ -46,7 +46,6 @@ from bench._reliability_load import (
     Kind,
     Outcome,
     Sampler,
-    Server,
     closed_loop,
     digit_pngs,
     fetch,
@@ -56,10 +55,12 @@ from bench._reliability_load import (
     proc_counts,
     request_mix,
     rss_kib,
+    start_server,
     status_counts,
     tally,
 )
 from service.settings import Settings
+from tests.utils.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -70,7 +71,9 @@ SOAK_GROWTH_LIMIT = 0.05
 # ---- soak -------------------------------------------------------------------------------------------------
 
 
-async def _soak(server: Server, kinds: list[Kind], requests: int, concurrency: int, warmup: int) -> dict[str, Any]:
+async def _soak(
+    server: ServerProcess, kinds: list[Kind], requests: int, concurrency: int, warmup: int
+) -> dict[str, Any]:
     await closed_loop(server.port, kinds, concurrency, total=warmup, seed=1)
     await asyncio.sleep(1.0)
     start = {"rss_kib": rss_kib(server.pid), **proc_counts(server.pid)}
@@ -138,7 +141,7 @@ def windows(outcomes: list[Outcome], width: float = 1.0) -> list[dict[str, Any]]
 
 
 async def _overload(
-    server: Server, kinds: list[Kind], factor: float, overload_s: float, max_connections: int
+    server: ServerProcess, kinds: list[Kind], factor: float, overload_s: float, max_connections: int
 ) -> dict[str, Any]:
     # Capacity: what a closed loop of 64 gets, 200s per second.
     await closed_loop(server.port, kinds, 64, seconds=3, seed=3)
@@ -475,7 +478,7 @@ def main() -> None:
             for factor in [float(f) for f in args.factors.split(",") if f.strip()]:
                 print(f"overload: {factor:g}x capacity for {args.overload_s} s ...", flush=True)
                 log = workdir / f"overload-{factor:g}.log"
-                server = Server(server_args, log, args.server_pythonpath)
+                server = start_server(server_args, log, args.server_pythonpath)
                 try:
                     o = asyncio.run(_overload(server, kinds, factor, args.overload_s, args.max_connections))
                 finally:
@@ -493,7 +496,7 @@ def main() -> None:
             )
         if args.part in ("all", "soak"):
             print(f"soak: {args.requests} requests at concurrency {args.concurrency} ...", flush=True)
-            server = Server(server_args, workdir / "soak.log", args.server_pythonpath)
+            server = start_server(server_args, workdir / "soak.log", args.server_pythonpath)
             try:
                 result["soak"] = asyncio.run(_soak(server, kinds, args.requests, args.concurrency, args.warmup))
             finally:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.utils.payloads import pattern
-from tests.utils.server import Server, serve_args, stn_serve
+from tests.utils.server import ServerProcess, serve_args, stn_serve
 from tests.utils.toys import bundled_has, default_test_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,7 +42,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def page_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def page_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with stn_serve(tmp_path_factory.mktemp("browser"), *serve_args(repo, default_model=default_test_model())) as s:
         yield s
 
@@ -51,7 +51,7 @@ def image_loaded(page, selector: str) -> bool:  # type: ignore[no-untyped-def]
     return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
 
 
-def test_draw_a_digit_and_predict(browser, page_server: Server) -> None:  # type: ignore[no-untyped-def]
+def test_draw_a_digit_and_predict(browser, page_server: ServerProcess) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -84,7 +84,7 @@ def test_draw_a_digit_and_predict(browser, page_server: Server) -> None:  # type
     page.close()
 
 
-def test_upload_a_photo(browser, page_server: Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_upload_a_photo(browser, page_server: ServerProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     photo = tmp_path / "photo.png"
     Image.fromarray(255 - pattern(42)).resize((400, 300)).save(photo)
     page = browser.new_page()
@@ -102,7 +102,7 @@ def test_upload_a_photo(browser, page_server: Server, tmp_path: Path) -> None:  
     page.close()
 
 
-def test_errors_show_in_the_page(browser, page_server: Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_errors_show_in_the_page(browser, page_server: ServerProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not really a png")
     page = browser.new_page()
@@ -115,7 +115,7 @@ def test_errors_show_in_the_page(browser, page_server: Server, tmp_path: Path) -
 
 
 @pytest.fixture(scope="module")
-def photo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def photo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     from tests.utils.toys import BUNDLED
 
     if not bundled_has("stn_photo"):
@@ -125,7 +125,7 @@ def photo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
-def test_upload_a_rendered_photo_shows_its_digit(browser, photo_server: Server, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_upload_a_rendered_photo_shows_its_digit(browser, photo_server: ServerProcess, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                  mnist) -> None:
     """Held-out photos (MNIST-test digits, medium size, JPEG) through the page: the class shown, the box drawn
     on the photo, the crop. Three photos, at most one misread (the model's error is not zero)."""

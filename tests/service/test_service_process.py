@@ -21,21 +21,21 @@ from PIL import Image
 
 from tests.utils.metrics import metric
 from tests.utils.payloads import multipart_files, pattern, png
-from tests.utils.server import ROOT, Server, free_port, serve_args, stn_serve
+from tests.utils.server import ROOT, ServerProcess, free_port, serve_args, stn_serve
 from tests.utils.toys import BUNDLED, bundled_has, default_test_model
 
 PNG = {"content-type": "image/png"}
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     args = serve_args(repo, default_model=default_test_model(), max_batch_size=32, max_queue_delay_us=3000,
                       log_format="json")
     with stn_serve(tmp_path_factory.mktemp("proc"), *args) as s:
         yield s
 
 
-def test_predict_rectify_and_batch_over_the_wire(server: Server) -> None:
+def test_predict_rectify_and_batch_over_the_wire(server: ServerProcess) -> None:
     body = png(pattern())
     with httpx.Client(base_url=server.url, timeout=30) as c:
         p = c.post("/v1/models/toy_affine/predict?rectified=true", content=body, headers=PNG).json()
@@ -52,7 +52,7 @@ def test_predict_rectify_and_batch_over_the_wire(server: Server) -> None:
 
 
 def test_real_digit_through_every_predict_route(
-    server: Server, digits: tuple[np.ndarray, np.ndarray]
+    server: ServerProcess, digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
     if not bundled_has("stn_rts"):
         pytest.skip("the trained model service/model_repository/stn_rts is not exported yet")
@@ -78,7 +78,7 @@ def test_real_digit_through_every_predict_route(
                 assert res[0]["prediction"]["label"] == label
 
 
-def test_stock_tritonclient_binary_and_json(server: Server, repo: Path) -> None:
+def test_stock_tritonclient_binary_and_json(server: ServerProcess, repo: Path) -> None:
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
@@ -107,7 +107,7 @@ def test_stock_tritonclient_binary_and_json(server: Server, repo: Path) -> None:
     client.close()
 
 
-def test_tritonclient_sees_protocol_errors(server: Server) -> None:
+def test_tritonclient_sees_protocol_errors(server: ServerProcess) -> None:
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
@@ -127,7 +127,7 @@ def test_tritonclient_sees_protocol_errors(server: Server) -> None:
     client.close()
 
 
-def test_bad_input_over_the_wire_then_good(server: Server) -> None:
+def test_bad_input_over_the_wire_then_good(server: ServerProcess) -> None:
     good = png(pattern())
     truncated = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)))[
         :5000
@@ -167,7 +167,7 @@ def batch_counts(metrics: str, model: str) -> tuple[float, float]:
         metrics, "stn_batch_size_count", model=model)
 
 
-def test_concurrent_requests_are_batched(server: Server) -> None:
+def test_concurrent_requests_are_batched(server: ServerProcess) -> None:
     body = png(pattern())
     before = batch_counts(httpx.get(server.url + "/metrics").text, "toy_projective")
     barrier = threading.Barrier(32)
@@ -191,7 +191,7 @@ def test_concurrent_requests_are_batched(server: Server) -> None:
     assert "stn_queue_wait_seconds_count" in text and "stn_inference_seconds_count" in text
 
 
-def test_json_logs(server: Server) -> None:
+def test_json_logs(server: ServerProcess) -> None:
     lines = [ln for ln in server.logs().splitlines() if ln.startswith("{")]
     assert lines, server.logs()
     records = [json.loads(ln) for ln in lines]

@@ -91,9 +91,6 @@ class ServerProcess:
         return self.proc.wait()
 
 
-Server = ServerProcess  # what the tests' fixtures yield
-
-
 def serve_args(repository: Path, **flags: object) -> list[str]:
     """``stn-serve`` arguments for the tests: ``repository``, the CPU provider and one intra-op thread unless
     ``flags`` say otherwise, then every flag (``max_batch_size=32`` -> ``--max-batch-size 32``)."""
