@@ -67,6 +67,7 @@ FORMAT = "stn-onnx/1"
 INPUT_NAME = "image"
 BATCH_DIM = "N"
 PARAM_OUTPUTS = ("theta", "homography", "control_points")
+SEQUENCE_ARCHS = ("seq", "seqcnn")
 # Ops that onnxruntime's CUDA execution provider implements at opset 18 for the types used here (checked
 # against onnxruntime's docs/OperatorKernels.md, CUDAExecutionProvider section). GridSample is float32 only
 # there, which is why the FP16 variant keeps the sampler in float32 (export/fp16.py). Anything else in a
@@ -104,10 +105,22 @@ def param_shape(config: ModelConfig) -> list[int]:
     return [2, 3]
 
 
+def is_sequence(config: ModelConfig) -> bool:
+    return config.arch in SEQUENCE_ARCHS
+
+
 def expected_io(config: ModelConfig, output_names: Sequence[str]) -> dict[str, list[int]]:
-    """``{name: per-sample dims}`` of the input and the three outputs (the batch dimension is dynamic)."""
+    """``{name: per-sample dims}`` of the input and the outputs (the batch dimension is dynamic): three for a
+    single-digit model; four for a sequence model (``model.seq_net``), one crop and one theta per transformer."""
     h, w = config.input_size
     oh, ow = config.output_size
+    c = int(config.in_channels)
+    if is_sequence(config):
+        length, digits, theta, rectified = output_names
+        n = int(config.max_len) if config.arch == "seq" else 1  # transformers: one per position, or none
+        return {INPUT_NAME: [c, int(h), int(w)], length: [int(config.max_len) + 1],
+                digits: [int(config.max_len), int(config.num_classes) + 1], theta: [n, 2, 3],
+                rectified: [n, c, int(oh), int(ow)]}
     logits, params, rectified = output_names
     return {
         INPUT_NAME: [int(config.in_channels), int(h), int(w)],
@@ -224,14 +237,16 @@ def metadata(ckpt: dict[str, Any], config: ModelConfig, output_names: Sequence[s
         "stn.mean": repr(mean),
         "stn.std": repr(std),
         "stn.polarity": str(data.get("polarity", "white_on_black")),
-        "stn.transform": config.transform if config.arch in ("stcnn", "photo") else "none",
+        "stn.transform": config.transform if config.arch in ("stcnn", "photo", "seq") else "none",
         "stn.resize": str(data.get("resize", "stretch")),
         "stn.padding": "border" if config.arch == "photo" else "zeros",
-        "stn.param_output": output_names[1],
+        "stn.param_output": "theta" if is_sequence(config) else output_names[1],
         "stn.num_classes": str(num_classes),
         "stn.dataset": str(data.get("dataset", "")),
         "stn.test_error": test_error,
         "stn.version": f"{FORMAT}:{name}",
+        # A sequence model reads up to max_len digits, one per position; its test error is per digit.
+        **({"stn.kind": "sequence", "stn.max_len": str(int(config.max_len))} if is_sequence(config) else {}),
     }
 
 
@@ -285,7 +300,7 @@ class ExportResult:
 def default_name(ckpt: dict[str, Any]) -> str:
     """``mnist-rts`` + ``affine`` -> ``mnist_rts_affine`` (``cnn`` for the baseline)."""
     cfg = ckpt["config"]
-    kind = "cnn" if cfg.get("arch") == "cnn" else cfg.get("transform", "affine")
+    kind = "cnn" if cfg.get("arch") in ("cnn", "seqcnn") else cfg.get("transform", "affine")
     dataset = str((ckpt.get("data") or {}).get("dataset") or "model")
     return f"{dataset}_{kind}".replace("-", "_").replace(".", "_")
 
@@ -296,6 +311,12 @@ def _test_data(ckpt: dict[str, Any], data_dir: str | Path | None) -> tuple[Tenso
     from model.distort import NAMES, test_set
 
     dataset = str((ckpt.get("data") or {}).get("dataset", ""))
+    if dataset.startswith("mnist-sequence-"):
+        from model import sequence
+
+        xs, ys, _ = sequence.test_set(load_mnist(data_dir))
+        cfg = full_config(ckpt["config"])
+        return (torch.from_numpy(xs)[:, None].float() / 255.0 - cfg.mean) / cfg.std, torch.from_numpy(ys)
     if dataset == "photo":
         from model.data import load_mnist
         from model.photo import test_set as photo_test_set
@@ -530,8 +551,8 @@ def _export_fp16(proto: onnx.ModelProto, name: str, staging: Path, session32: An
         raise ExportError(f"{name16}: argmax agrees with float32 on only {100 * parity.argmax_agree:.2f}% of "
                           f"{result['inputs']}; the float16 conversion is broken")
     if test is not None:
-        errors = error_count(onnx_outputs(session16, test[0])[0], test[1])
-        result["test_error"] = format_error_rate(errors, int(test[0].shape[0]))
+        errors = error_count(onnx_outputs(session16, test[0]), test[1])
+        result["test_error"] = format_error_rate(errors, int(test[1].numel()))
         result["test_errors"] = errors
         set_metadata(proto16, {**meta, "stn.version": f"{FORMAT}:{name16}",
                                "stn.test_error": result["test_error"]})

@@ -1,8 +1,9 @@
 """Parity of an exported model with PyTorch: onnxruntime (CPU) against the eager model, failing loudly.
 
 What is compared, per input set: the maximum absolute difference of every output, and argmax agreement of
-the logits. Input sets: real distorted test images, and random images at several batch sizes (which also
-proves the batch dimension is dynamic). Test error: the full fixed test set through both runtimes.
+the logits (of every ``*logits`` output, at every position, for a sequence model). Input sets: real
+distorted test images, and random images at several batch sizes (which also proves the batch dimension is
+dynamic). Test error: the full fixed test set through both runtimes.
 
 Tolerances (``Tolerances``): logits 1e-4 and argmax 100% as the export issue asks; the parameter output
 (theta etc.) 1e-5; ``rectified`` 5e-5, not the issue's 1e-5, because 1e-5 is below what a float32 bilinear
@@ -39,8 +40,11 @@ class Tolerances:
     params: float = 1e-5
     rectified: float = 5e-5
 
-    def for_output(self, index: int) -> float:
-        return (self.logits, self.params, self.rectified)[index]
+    def for_output(self, name: str) -> float:
+        """The bound for an output by its name: ``*logits``, ``rectified``, else the transform's parameters."""
+        if name.endswith("logits"):
+            return self.logits
+        return self.rectified if name == "rectified" else self.params
 
 
 @dataclass
@@ -56,8 +60,8 @@ class Parity:
     ties: int = 0
 
     def failures(self, names: Sequence[str], tol: Tolerances) -> list[str]:
-        out = [f"{self.label}: max |d{name}| = {self.max_abs[name]:.3g} > {tol.for_output(i):.0e}"
-               for i, name in enumerate(names) if not self.max_abs[name] <= tol.for_output(i)]
+        out = [f"{self.label}: max |d{name}| = {self.max_abs[name]:.3g} > {tol.for_output(name):.0e}"
+               for name in names if not self.max_abs[name] <= tol.for_output(name)]
         if self.disagreements > self.ties:
             out.append(f"{self.label}: argmax differs on {self.disagreements - self.ties} of {self.n} inputs")
         return out
@@ -139,17 +143,46 @@ def compare(label: str, names: Sequence[str], ref: Sequence[np.ndarray], got: Se
             raise AssertionError(f"{label}: {name} has shape {b.shape} from ONNX, {a.shape} from PyTorch")
     max_abs = {name: float(np.abs(a.astype(np.float64) - b).max())
                for name, a, b in zip(names, ref, got, strict=True)}
-    pred_ref, pred_got = ref[0].argmax(1), got[0].argmax(1)
-    differ = pred_ref != pred_got
-    top2 = np.sort(ref[0], axis=1)[:, -2:]
-    ties = int((differ & (top2[:, 1] - top2[:, 0] <= tol.logits)).sum())
-    return Parity(label=label, n=int(ref[0].shape[0]), max_abs=max_abs,
-                  argmax_agree=float(1.0 - differ.mean()), disagreements=int(differ.sum()), ties=ties)
+    # Every class decision agrees: each ``*logits`` output's argmax over its last axis, at every position
+    # (a sequence model has a length and one decision per digit). A sample whose differing decisions are
+    # all near-ties in PyTorch's logits is a tie, not a fault.
+    n = int(ref[0].shape[0])
+    differ = np.zeros(n, bool)
+    not_tie = np.zeros(n, bool)
+    for name, a, b in zip(names, ref, got, strict=True):
+        if not name.endswith("logits"):
+            continue
+        a2, b2 = a.reshape(n, -1, a.shape[-1]), b.reshape(n, -1, b.shape[-1])
+        d = a2.argmax(-1) != b2.argmax(-1)  # (n, positions)
+        top2 = np.sort(a2, axis=-1)[..., -2:]
+        close = top2[..., 1] - top2[..., 0] <= tol.logits
+        differ |= d.any(1)
+        not_tie |= (d & ~close).any(1)
+    return Parity(label=label, n=n, max_abs=max_abs, argmax_agree=float(1.0 - differ.mean()),
+                  disagreements=int(differ.sum()), ties=int((differ & ~not_tie).sum()))
 
 
-def error_count(logits: np.ndarray, labels: Tensor | np.ndarray) -> int:
+NO_DIGIT = 10  # a sequence model's "no digit" class (model.multi.NO_DIGIT; export needs no model import)
+
+
+def error_count(outputs: Sequence[np.ndarray], labels: Tensor | np.ndarray) -> int:
+    """Wrong answers: the class (``labels`` ``(N,)``) from ``outputs[0]``, the logits; or, for a sequence
+    model (``labels`` ``(N, L)`` digits), the wrong digits, position ``i`` against digit ``i``, of the most
+    probable number given the length (``outputs[0]``) and digit logits (``outputs[1]``): a position past
+    its length reads no digit."""
     y = labels.numpy() if isinstance(labels, Tensor) else labels
-    return int((logits.argmax(1) != y).sum())
+    if y.ndim == 1:
+        return int((outputs[0].argmax(1) != y).sum())
+    # The most probable number over every length (model.multi.best_lengths): log P(n) + the n best digits'.
+    length, digit = outputs[0].astype(np.float64), outputs[1][..., :NO_DIGIT].astype(np.float64)
+    log_len = length - length.max(1, keepdims=True)
+    log_len -= np.log(np.exp(log_len).sum(1, keepdims=True))
+    log_dig = digit - digit.max(-1, keepdims=True)
+    log_top = -np.log(np.exp(log_dig).sum(-1))  # log of each position's best softmax probability
+    n = (log_len + np.concatenate([np.zeros((len(y), 1)), log_top.cumsum(1)], axis=1)).argmax(1)
+    digits = digit.argmax(-1)
+    digits[np.arange(digits.shape[1])[None] >= n[:, None]] = NO_DIGIT
+    return int((digits[:, : y.shape[1]] != y).sum())
 
 
 def verify(model: nn.Module, session: ort.InferenceSession, names: Sequence[str], *,
@@ -159,7 +192,8 @@ def verify(model: nn.Module, session: ort.InferenceSession, names: Sequence[str]
     """Run every comparison and return the report (``report.failures()`` lists what broke a bound).
 
     ``real``: normalised real test images (compared as one batch). ``test``: normalised images and labels
-    whose error rate must be the same in both runtimes (the full fixed test set in a real export).
+    whose error rate must be the same in both runtimes (the full fixed test set in a real export; for a
+    sequence model, labels ``(N, L)`` and the error counted per digit).
     """
     tol = tol or Tolerances()
     report = Report(names=list(names), tolerances=tol)
@@ -176,10 +210,8 @@ def verify(model: nn.Module, session: ort.InferenceSession, names: Sequence[str]
         report.parity.append(compare(f"random images, batch {n}", names, ref, got, tol))
     if test is not None:
         x, y = test
-        ref_logits = torch_outputs(model, x)[0]
-        got_logits = onnx_outputs(session, x)[0]
-        report.test = TestErrors(n=int(x.shape[0]), torch_errors=error_count(ref_logits, y),
-                                 onnx_errors=error_count(got_logits, y))
+        report.test = TestErrors(n=int(y.numel()), torch_errors=error_count(torch_outputs(model, x), y),
+                                 onnx_errors=error_count(onnx_outputs(session, x), y))
     for p in report.parity:
         deltas = ", ".join(f"max|d{k}| {v:.2g}" for k, v in p.max_abs.items())
         log.info("%s: %s, argmax %.4f", p.label, deltas, p.argmax_agree)

@@ -89,14 +89,18 @@ def start_offsets(n: int) -> list[tuple[float, float]]:
     return pts
 
 
-def start_params(transform: str, scale: float, offset: tuple[float, float]) -> Tensor:
-    """The parameters of an affine-type family for ``theta = [[scale, 0, x], [0, scale, y]]``."""
+def start_params(transform: str, scale: float | tuple[float, float], offset: tuple[float, float]) -> Tensor:
+    """The parameters of an affine-type family for ``theta = [[sx, 0, x], [0, sy, y]]`` (``scale`` is one
+    number, or ``(sx, sy)`` where the family has a scale per axis)."""
     x, y = offset
+    sx, sy = (scale, scale) if isinstance(scale, int | float) else (float(scale[0]), float(scale[1]))
+    if sx != sy and transform not in ("affine", "scale_translation"):
+        raise ValueError(f"{transform!r} has one scale for both axes, got ({sx}, {sy})")
     table = {
-        "affine": [scale, 0.0, x, 0.0, scale, y],
-        "attention": [scale, x, y],
-        "scale_translation": [scale, scale, x, y],
-        "similarity": [scale, 0.0, x, y],
+        "affine": [sx, 0.0, x, 0.0, sy, y],
+        "attention": [sx, x, y],
+        "scale_translation": [sx, sy, x, y],
+        "similarity": [sx, 0.0, x, y],
         "translation": [x, y],
     }
     if transform not in table:
@@ -170,14 +174,24 @@ def sequence_loss(length_logits: Tensor, digit_logits: Tensor, lengths: Tensor, 
     return F.cross_entropy(length_logits, lengths) + digit_logits.shape[1] * per_position
 
 
+def best_lengths(length_logits: Tensor, digit_logits: Tensor) -> Tensor:
+    """(B,) the length of the most probable number: argmax over n of
+    log P(n) + sum_{i < n} log max_c P(digit c at i | a digit) (Goodfellow et al. 2013's MAP reading)."""
+    log_len = length_logits.log_softmax(-1)  # (B, L + 1)
+    log_top = digit_logits[..., :NO_DIGIT].log_softmax(-1).max(-1).values  # (B, L)
+    prefix = torch.cat([torch.zeros_like(log_top[:, :1]), log_top.cumsum(1)], dim=1)  # (B, L + 1)
+    return (log_len + prefix).argmax(1)
+
+
 def decode_sequence(length_logits: Tensor, digit_logits: Tensor) -> list[tuple[list[int], float]]:
-    """The most probable number and its probability per sample: the length head's choice, then each of
-    that many positions' best digit (``NO_DIGIT`` excluded); probability = P(length) x prod P(digit)."""
+    """The most probable number and its probability per sample (``best_lengths``; ``NO_DIGIT`` excluded
+    from the digits): probability = P(length) x prod P(digit | a digit)."""
     p_len = length_logits.softmax(-1)
     p_dig = digit_logits[..., :NO_DIGIT].softmax(-1)  # a digit, given the position holds one
+    lengths = best_lengths(length_logits, digit_logits)
     out = []
     for b in range(length_logits.shape[0]):
-        n = int(p_len[b].argmax())
+        n = int(lengths[b])
         best = p_dig[b, :n].max(-1)
         prob = float(p_len[b, n]) * float(best.values.prod()) if n else float(p_len[b, 0])
         out.append(([int(v) for v in best.indices], prob))

@@ -20,14 +20,15 @@ from torch import Tensor, nn
 
 from model.transforms import FAMILIES, Family, affine_grid, build_family
 
-ARCHS = ("stcnn", "cnn", "photo")
+ARCHS = ("stcnn", "cnn", "photo", "seq", "seqcnn")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """What a model takes, and its defaults (checkpoints store it as a dict: ``to_dict`` / ``from_dict``)."""
 
-    arch: str = "stcnn"  # "stcnn" (spatial transformer + classifier), "cnn" (the classifier alone) or "photo"
+    arch: str = "stcnn"  # "stcnn" (spatial transformer + classifier), "cnn" (the classifier alone), "photo",
+    # or the sequence models (model.seq_net): "seq" (parallel transformers, one per digit) and "seqcnn"
     transform: str = "affine"  # the transformer's family (model.transforms.FAMILIES)
     in_channels: int = 1
     input_size: tuple[int, int] = (42, 42)  # (H, W) of the input
@@ -44,6 +45,12 @@ class ModelConfig:
     # arch "photo" only (model.photo_net): the coarse localisation view and the glimpse, in pixels.
     view_size: int = 64
     glimpse_size: int = 48
+    # arch "seq" / "seqcnn" only (model.seq_net): up to ``max_len`` digits, one transformer per position,
+    # each starting at its own point of a row with window half-sizes ``start_scale`` (x, y); the
+    # localisation net sees the input average-pooled by ``view_pool``.
+    max_len: int = 3
+    start_scale: tuple[float, float] = (0.3, 1.0)
+    view_pool: int = 2
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -67,6 +74,8 @@ class ModelConfig:
         for name in ("input_size", "output_size", "loc_channels", "cls_channels"):
             if name in typed:
                 typed[name] = tuple(int(v) for v in typed[name])
+        if "start_scale" in typed:
+            typed["start_scale"] = tuple(float(v) for v in typed["start_scale"])
         return cls(**typed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,7 +241,11 @@ def build_model(config: dict[str, Any] | ModelConfig) -> nn.Module:
         from model.photo_net import PhotoSTN
 
         return PhotoSTN(cfg)
-    raise ValueError(f"unknown arch {cfg.arch!r}; choose 'stcnn', 'cnn' or 'photo'")
+    if cfg.arch in ("seq", "seqcnn"):
+        from model.seq_net import SequenceCNN, SequenceSTN
+
+        return SequenceSTN(cfg) if cfg.arch == "seq" else SequenceCNN(cfg)
+    raise ValueError(f"unknown arch {cfg.arch!r}; choose {', '.join(repr(a) for a in ARCHS)}")
 
 
 def count_params(model: nn.Module) -> int:

@@ -25,6 +25,7 @@ on the canvas (its 28 x 28 frame), so that the regions a model answers can be ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,11 +93,11 @@ def fixed_set(images: np.ndarray, labels: np.ndarray, seed: int, n: int) -> tupl
     return xs, ys, bs
 
 
-def test_set(data: dict[str, np.ndarray], n: int = TEST_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def test_set(data: dict[str, Any], n: int = TEST_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fixed test sequences: MNIST-test digits and clutter only."""
     return fixed_set(data["test_images"], data["test_labels"], TEST_SEED, n)
 
 
-def val_set(data: dict[str, np.ndarray], n: int = 5000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def val_set(data: dict[str, Any], n: int = 5000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fixed validation sequences (model selection): MNIST-train digits 55,000-59,999."""
     return fixed_set(data["train_images"][55_000:], data["train_labels"][55_000:], VAL_SEED, n)

@@ -231,9 +231,13 @@ class DataPlane:
         size: tuple[int, int] | None = None,
         overlay: bool = False,
         invert: Invert = "auto",
+        index: int | None = None,
     ) -> bytes:
         """PNG: the rectified crop (``size`` (w, h) samples the ORIGINAL upload; none gives the model's own
-        ``rectified`` output) or, with ``overlay``, the upload with the sampled quadrilateral drawn."""
+        ``rectified`` output) or, with ``overlay``, the upload with the sampled quadrilateral drawn.
+
+        A sequence model has one crop per transformer: all of them side by side, left to right (the overlay:
+        every window, each in its own colour), or transformer ``index``'s alone."""
         model = self.get_ready(name)
         spec = model.spec
         if (size is not None or overlay) and spec.param_output not in GEOMETRIC:
@@ -241,15 +245,27 @@ class DataPlane:
                 f"model {spec.name!r} has no transform output: call without ?size= or ?overlay= for its own "
                 "rectified output"
             )
+        crops = spec.transformers
+        if index is not None and index >= crops:
+            raise Unprocessable(
+                f"model {spec.name!r} has {crops} crop{'s' if crops > 1 else ''}: index must be 0"
+                + (f"..{crops - 1}" if crops > 1 else "") + f", got {index}"
+            )
+        picked = range(crops) if index is None else [index]
         decoded, prep = await self._cpu(True, model.preprocess, data, invert, True)
         out = await model.predict(prep.x[None], self.settings.request_timeout_s)
         if size is None and not overlay:
-            return png_bytes(rectified_to_pixels(out["rectified"][0][0], spec, prep.inverted))
+            rect = out["rectified"][0]  # (C, h, w), or a sequence model's (T, C, h, w)
+            pixels = [rectified_to_pixels(rect[t][0] if spec.is_sequence else rect[0], spec, prep.inverted)
+                      for t in picked]
+            return png_bytes(np.concatenate(pixels, axis=1))
         assert spec.param_output is not None
-        params = to_upload(out[spec.param_output][0], prep.to_upload)
+        raw = out[spec.param_output][0]
+        params = [to_upload(raw[t] if spec.is_sequence else raw, prep.to_upload) for t in picked]
         if overlay:
-            border = border_points(params, *decoded.size)  # straight sides, or a spline's curved ones
-            return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, border)))
+            # Straight sides, or a spline's curved ones.
+            borders = [border_points(p, *decoded.size) for p in params]
+            return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, borders)))
         assert size is not None
         w, h = size
 
@@ -261,7 +277,7 @@ class DataPlane:
                 # In the upload's polarity: the model pads with black in ITS polarity, which is white in an
                 # inverted upload's.
                 fill = 255.0 if prep.inverted else 0.0
-            return png_bytes(rectify_image(gray, params, (h, w), fill))
+            return png_bytes(np.concatenate([rectify_image(gray, p, (h, w), fill) for p in params], axis=1))
 
         return await asyncio.to_thread(work)
 

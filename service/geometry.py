@@ -234,23 +234,29 @@ def rectify_image(gray: Image.Image, params: np.ndarray, out_hw: tuple[int, int]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def draw_overlay(img: Image.Image, corners_px: np.ndarray, min_side: int = 256) -> Image.Image:
-    """The upload (RGB) with the region's border (its corners, or ``border_points``) drawn on it; small
-    uploads are first enlarged (nearest) so that the drawing stays legible. The top-left output corner (the
-    first point) is marked with a dot."""
+# One colour per window where several are drawn (a sequence model's transformers), the first the usual red.
+OVERLAY_COLOURS = ((255, 60, 40), (60, 200, 60), (60, 140, 255), (255, 200, 0), (220, 80, 255))
+
+
+def draw_overlay(img: Image.Image, corners_px: np.ndarray | list[np.ndarray], min_side: int = 256) -> Image.Image:
+    """The upload (RGB) with the region's border (its corners, or ``border_points``) drawn on it, or several
+    regions' (a list), each in its own colour; small uploads are first enlarged (nearest) so that the
+    drawing stays legible. Each region's top-left output corner (its first point) is marked with a dot."""
     rgb = img.convert("RGB")
     scale = 1
     if max(rgb.size) < min_side:
         scale = math.ceil(min_side / max(rgb.size))
         rgb = rgb.resize((rgb.width * scale, rgb.height * scale), Image.Resampling.NEAREST)
-    pts = [(float(x) * scale, float(y) * scale) for x, y in corners_px]
     side = max(rgb.size)
     width = max(2, round(side / 160))
     draw = ImageDraw.Draw(rgb)
-    # A dark halo under a bright line reads on light and dark images alike.
-    draw.line(pts + [pts[0]], fill=(0, 0, 0), width=width + 2, joint="curve")
-    draw.line(pts + [pts[0]], fill=(255, 60, 40), width=width, joint="curve")
-    r = width * 2
-    x0, y0 = pts[0]
-    draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=(40, 200, 255), outline=(0, 0, 0))
+    regions = corners_px if isinstance(corners_px, list) else [corners_px]
+    for i, corners in enumerate(regions):
+        pts = [(float(x) * scale, float(y) * scale) for x, y in corners]
+        # A dark halo under a bright line reads on light and dark images alike.
+        draw.line(pts + [pts[0]], fill=(0, 0, 0), width=width + 2, joint="curve")
+        draw.line(pts + [pts[0]], fill=OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)], width=width, joint="curve")
+        r = width * 2
+        x0, y0 = pts[0]
+        draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=(40, 200, 255), outline=(0, 0, 0))
     return rgb

@@ -26,6 +26,7 @@ from service.metrics import Metrics
 from service.preprocess import Decoded, Invert, Prepared, decode, prepare
 from service.repository import ModelSpec
 from service.runtime import ModelRuntime
+from service.sequence import Reading
 
 DRAFT = 2  # JPEG draft decoding: at least this many times the model input's size
 GEOMETRIC = ("theta", "homography", "control_points")  # parameter outputs that place the crop on the input
@@ -43,12 +44,18 @@ def softmax(logits: list[float]) -> list[float]:
 class Result:
     """What the model made of one image."""
 
-    probabilities: list[float]  # per class, in the order of ``spec.labels``
+    probabilities: list[float]  # per class, in the order of ``spec.labels`` (a sequence model: empty)
     params: list[Any] | None  # the parameter output (``spec.param_output``), in the upload's coordinates
     region: list[list[float]] | None  # the sampled quadrilateral in the upload's pixels (matrix families)
     image_size: tuple[int, int]  # the upload's (W, H) after its EXIF orientation
     inverted: bool  # whether the upload was inverted for the model
-    rectified: np.ndarray  # the model's rectified crop (h, w), model units (preprocess.rectified_to_pixels)
+    # The model's rectified crop (h, w), model units (preprocess.rectified_to_pixels); a sequence model's
+    # crops (T, h, w), one per transformer.
+    rectified: np.ndarray
+    # A sequence model only: its probabilities, and per transformer its theta (upload coordinates) and
+    # region; ``params`` and ``region`` are then None (each digit has its own).
+    reading: Reading | None = None
+    windows: list[tuple[list[Any], list[list[float]]]] | None = None
 
 
 @dataclass
@@ -91,6 +98,8 @@ class ServedModel:
     def postprocess(self, out: dict[str, np.ndarray], prep: Prepared) -> Result:
         """One image's outputs (the batch axis removed) -> ``Result``."""
         spec = self.spec
+        if spec.is_sequence:
+            return self._postprocess_sequence(out, prep)
         params = out.get(spec.param_output) if spec.param_output else None
         if params is not None and prep.to_upload is not None and spec.param_output in GEOMETRIC:
             params = to_upload(params, prep.to_upload)  # letterboxed input -> the upload's own coordinates
@@ -100,3 +109,12 @@ class ServedModel:
             region = region_points(param_list, *prep.size)
         return Result(softmax(out["logits"].tolist()), param_list, region, prep.size, prep.inverted,
                       out["rectified"][0])
+
+    def _postprocess_sequence(self, out: dict[str, np.ndarray], prep: Prepared) -> Result:
+        digit_logits = out["digit_logits"].tolist()
+        reading = Reading(softmax(out["length_logits"].tolist()), [softmax(row[:-1]) for row in digit_logits])
+        windows = []
+        for theta in out["theta"]:  # (T, 2, 3): transformer t's window, into the upload's coordinates
+            t = to_upload(theta, prep.to_upload).astype(np.float64)
+            windows.append((t.tolist(), region_points(t, *prep.size)))
+        return Result([], None, None, prep.size, prep.inverted, out["rectified"][:, 0], reading, windows)

@@ -49,6 +49,15 @@ class ModelSpec:
     metadata: dict[str, str] = field(default_factory=dict)
     resize: str = "stretch"  # "stretch" or "letterbox" (stn.resize)
     padding: str = "zeros"  # what the sampler reads outside the input: "zeros" or "border" (stn.padding)
+    # "digit" (one class per image: ``logits``) or "sequence" (stn.kind: up to ``max_len`` digits from
+    # ``length_logits`` and ``digit_logits``, digit i read from transformer i's crop)
+    kind: str = "digit"
+    max_len: int = 1
+    transformers: int = 1  # crops in ``rectified`` (a sequence model's: (N, T, C, h, w))
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.kind == "sequence"
 
     @property
     def dataset(self) -> str | None:
@@ -127,17 +136,42 @@ def parse_spec(
         input_size = (in_dims[2], in_dims[3])
     else:
         raise ValueError(f"{entry.name}: no stn.input_size and the input shape {input_shape} is not static")
-    if "logits" not in outputs or "rectified" not in outputs:
+    kind = meta.get("stn.kind", "digit")
+    if kind not in ("digit", "sequence"):
+        raise ValueError(f"{entry.name}: stn.kind must be digit or sequence, got {kind!r}")
+    sequence = kind == "sequence"
+    needed = ("length_logits", "digit_logits", "theta", "rectified") if sequence else ("logits", "rectified")
+    if any(n not in outputs for n in needed):
         raise ValueError(
-            f"{entry.name}: outputs must include 'logits' and 'rectified', got {sorted(outputs)}"
+            f"{entry.name}: a {kind} model's outputs must include {', '.join(map(repr, needed))}, got "
+            f"{sorted(outputs)}"
         )
     out_dims = _dims(outputs["rectified"])
+    if sequence:  # (N, T, C, h, w): one crop per transformer
+        if len(out_dims) != 5 or out_dims[1] < 1:
+            raise ValueError(f"{entry.name}: a sequence model's rectified must be [N, T, 1, h, w], got {out_dims}")
+        transformers = out_dims[1]
+        out_dims = [out_dims[0], *out_dims[2:]]
+    else:
+        transformers = 1
     if "stn.output_size" in meta:
         output_size = _pair(meta["stn.output_size"], "stn.output_size")
     elif len(out_dims) == 4 and out_dims[2] > 0 and out_dims[3] > 0:
         output_size = (out_dims[2], out_dims[3])
     else:
         raise ValueError(f"{entry.name}: no stn.output_size and rectified's shape {out_dims} is not static")
+    max_len = 1
+    if sequence:
+        digit_dims = _dims(outputs["digit_logits"])
+        if len(digit_dims) != 3 or digit_dims[1] < 1 or digit_dims[2] < 2:
+            raise ValueError(f"{entry.name}: digit_logits must be [N, L, classes + 1], got {digit_dims}")
+        max_len = digit_dims[1]
+        if _dims(outputs["length_logits"]) != [-1, max_len + 1]:
+            raise ValueError(f"{entry.name}: length_logits must be [N, {max_len + 1}], got "
+                             f"{_dims(outputs['length_logits'])}")
+        if transformers not in (1, max_len):
+            raise ValueError(f"{entry.name}: {transformers} crops for {max_len} positions (one per position, "
+                             "or one for a model without transformers)")
 
     transform = meta.get("stn.transform", "affine")
     param_output: str | None = meta.get("stn.param_output") or PARAM_OUTPUT_BY_TRANSFORM.get(
@@ -147,7 +181,8 @@ def parse_spec(
         others = [n for n in outputs if n not in ("logits", "rectified")]
         param_output = others[0] if others else None
 
-    num_classes = _dims(outputs["logits"])[-1]
+    # A sequence model's position classes are its labels and "no digit", the last.
+    num_classes = _dims(outputs["digit_logits"])[-1] - 1 if sequence else _dims(outputs["logits"])[-1]
     if "stn.labels" in meta:
         labels = [str(x) for x in json.loads(meta["stn.labels"])]
     elif num_classes > 0:
@@ -190,4 +225,7 @@ def parse_spec(
         metadata=dict(meta),
         resize=resize,
         padding=padding,
+        kind=kind,
+        max_len=max_len,
+        transformers=transformers,
     )

@@ -19,12 +19,30 @@ class TopK(BaseModel):
     probability: float
 
 
+class DigitRead(BaseModel):
+    position: int = Field(description="the digit's place in the number, 0 = leftmost; also the index of the "
+                          "transformer whose crop it was read from (/v1/rectify?index=)")
+    label: str = Field(description="the digit")
+    probability: float = Field(description="its probability, given that the position holds a digit")
+    theta: list[list[float]] | None = Field(
+        description="2x3 affine theta of the transformer that read it (output grid -> upload, normalised); "
+        "null for a model without transformers"
+    )
+    region: list[list[float]] | None = Field(
+        description="corners [x, y] in the upload's pixels of the window that transformer sampled (as "
+        "Prediction.region); null for a model without transformers"
+    )
+    rectified: str | None = Field(None, description="with ?rectified=true: that crop as a base64 PNG")
+
+
 class Prediction(BaseModel):
     model: str = Field(description="model name")
     version: str = Field(description="model version (repository directory)")
-    label: str = Field(description="most probable class")
-    probability: float = Field(description="its softmax probability")
-    top_k: list[TopK] = Field(description="the k most probable classes, best first (?top_k=)")
+    label: str = Field(description="most probable class (a sequence model: the number read, as text)")
+    probability: float = Field(description="its softmax probability (a sequence model: the whole number's)")
+    top_k: list[TopK] = Field(
+        description="the k most probable classes, best first (?top_k=); a sequence model: numbers"
+    )
     transform: str = Field(description="transform family of the spatial transformer")
     theta: list[list[float]] | None = Field(
         None, description="2x3 affine theta (output grid -> input sample point, normalised coordinates)"
@@ -45,7 +63,13 @@ class Prediction(BaseModel):
     rectified: str | None = Field(
         None,
         description="with ?rectified=true: the model's rectified input as a base64 PNG, in the "
-        "upload's polarity",
+        "upload's polarity (a sequence model: every transformer's crop, side by side, left to right)",
+    )
+    text: str | None = Field(
+        None, description="sequence models: the digits read, left to right (empty if none); else null"
+    )
+    digits: list[DigitRead] | None = Field(
+        None, description="sequence models: each digit read, left to right; else null"
     )
 
 
@@ -73,7 +97,10 @@ class ModelInfo(BaseModel):
     transform: str | None = None
     polarity: str | None = None
     dataset: str | None = None
-    test_error: float | None = None
+    test_error: float | None = Field(default=None, description="on its fixed test set (per digit for a "
+                                     "sequence model)")
+    kind: str | None = Field(default=None, description="digit (one class per image) or sequence (a number)")
+    max_digits: int | None = Field(default=None, description="the most digits a sequence model reads")
     providers: list[str] = Field(default_factory=list)
 
 

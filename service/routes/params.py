@@ -142,8 +142,18 @@ SIZE: Param[tuple[int, int] | None] = Param(
 )
 OVERLAY: Param[bool] = Param("overlay", False, "return the upload with the sampled quadrilateral drawn", "bool")
 
+INDEX: Param[int | None] = Param(
+    "index",
+    None,
+    "which crop: a sequence model has one per transformer (digit position, 0 = leftmost), returned side by "
+    "side without it; a single-digit model has crop 0 only",
+    "int",
+    ge=0,
+    le=15,
+)
+
 PREDICT_PARAMS = (TOP_K, RECTIFIED, INVERT)
-RECTIFY_PARAMS = (SIZE, OVERLAY, INVERT)
+RECTIFY_PARAMS = (SIZE, OVERLAY, INVERT, INDEX)
 
 
 _NO_QUERY: Mapping[str, str] = {}

@@ -30,6 +30,7 @@ from service.routes.deps import (
     state_of,
 )
 from service.routes.params import (
+    INDEX,
     INVERT,
     OVERLAY,
     PREDICT_PARAMS,
@@ -124,10 +125,10 @@ def _rectify_doc(summary: str) -> dict[str, Any]:
 async def _rectify(request: Request, name: str | None) -> Response:
     query = query_of(request)
     dp, settings = state_of(request)
-    wh, overlay, invert = SIZE.get(query, settings), OVERLAY.get(query), INVERT.get(query)
+    wh, overlay, invert, index = SIZE.get(query, settings), OVERLAY.get(query), INVERT.get(query), INDEX.get(query)
     dp.admit(name)
     data = await read_image(request, settings)
-    png = await dp.rectify(name, data, size=wh, overlay=overlay, invert=invert)
+    png = await dp.rectify(name, data, size=wh, overlay=overlay, invert=invert, index=index)
     return Response(png, media_type="image/png")
 
 
@@ -166,6 +167,8 @@ async def list_models(request: Request) -> Response:
                     "polarity": spec.polarity,
                     "dataset": spec.dataset,
                     "test_error": spec.test_error,
+                    "kind": spec.kind,
+                    "max_digits": spec.max_len if spec.is_sequence else None,
                 }
             )
         infos.append(info)

@@ -20,16 +20,19 @@ from tests.utils.toys import (
     bundled_has,
     default_test_model,
     export_toy,
+    export_toy_sequence,
 )
 
 
 @pytest.fixture(scope="session")
 def toy_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """toy_affine (fixed TOY_THETA), toy_projective (fixed TOY_HOMOGRAPHY), toy_tps (identity)."""
+    """toy_affine (fixed TOY_THETA), toy_projective (fixed TOY_HOMOGRAPHY), toy_tps (identity), toy_seq (a
+    sequence model, its three windows fixed at TOY_SEQ_WINDOWS)."""
     root = tmp_path_factory.mktemp("toy_repo")
     export_toy(root / "toy_affine" / "1" / "model.onnx", "affine", TOY_THETA.reshape(-1))
     export_toy(root / "toy_projective" / "1" / "model.onnx", "projective", TOY_HOMOGRAPHY.reshape(-1)[:8])
     export_toy(root / "toy_tps" / "1" / "model.onnx", "tps", None)
+    export_toy_sequence(root / "toy_seq" / "1" / "model.onnx")
     return root
 
 

@@ -88,11 +88,11 @@ def test_documented_parameters_match_what_is_parsed(client: TestClient) -> None:
     assert params["top_k"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
     assert params["invert"]["schema"]["enum"] == ["auto", "true", "false"]
     named = spec["paths"]["/v1/models/{name}/rectify"]["post"]["parameters"]
-    assert [p["name"] for p in named] == ["name", "size", "overlay", "invert"]
+    assert [p["name"] for p in named] == ["name", "size", "overlay", "invert", "index"]
     assert named[0]["in"] == "path" and named[0]["required"] is True
 
 
-@pytest.mark.parametrize("model", ["toy_affine", "toy_projective", "toy_tps"])
+@pytest.mark.parametrize("model", ["toy_affine", "toy_projective", "toy_tps", "toy_seq"])
 def test_predict_answer_is_exactly_the_schema(client: TestClient, model: str) -> None:
     r = client.post(f"/v1/models/{model}/predict?rectified=true&top_k=3", content=png(pattern()), headers=PNG)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"

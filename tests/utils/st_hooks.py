@@ -16,6 +16,9 @@ JSON Schema describes a body's shape, not two rules this service lives by, so wi
   extension, and the outputs it asks for renamed to the model's; the rest of the generated request
   (``id``, ``parameters``, the outputs' ``parameters``) stays as drawn.
 
+- **a crop index is the model's**: ``?index=`` of the rectify routes is bounded per model (its number of
+  crops), the schema only for all at once; a positive case's index is taken modulo the model's crops.
+
 Negative cases are sent as generated: every schema violation must still be refused.
 
 The batch routes' parts are an array of files, which the schema leaves without a content type (see
@@ -84,6 +87,37 @@ def model_metadata(base_url: str, name: str, headers: dict[str, str]) -> dict[st
     return _metadata[key]
 
 
+def _default_model(base_url: str, headers: dict[str, str]) -> str | None:
+    req = urllib.request.Request(f"{base_url}/v1/models", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return str(json.loads(r.read())["default_model"])
+    except (urllib.error.HTTPError, ValueError, KeyError):
+        return None
+
+
+def _crop_index(case: schemathesis.Case, base_url: str, auth: dict[str, str]) -> None:
+    """``?index=`` picks one of the model's crops: the schema bounds it for every model at once (0..15), the
+    model has ``T`` (``rectified`` is ``[N, T, 1, h, w]`` for a sequence model, one crop otherwise). A positive
+    case's index is taken modulo ``T``: still an integer in the schema's range."""
+    query = case.query
+    raw = query.get("index") if isinstance(query, dict) else None
+    if isinstance(raw, str) and raw.isdigit():  # the coverage phase sends some values as strings
+        raw = int(raw)
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        return
+    params = case.path_parameters if isinstance(case.path_parameters, dict) else {}
+    name = str(params["name"]) if "name" in params else _default_model(base_url, auth)
+    model = model_metadata(base_url, name, auth) if name else None
+    if model is None:
+        return
+    shape = next(o["shape"] for o in model["outputs"] if o["name"] == "rectified")
+    crops = int(shape[1]) if len(shape) == 5 else 1
+    query["index"] = raw % crops
+    assert case._meta is not None
+    case._meta.update_validated_hash(ParameterLocation.QUERY, case._hash_container(query))
+
+
 def _swap(case: schemathesis.Case, part: Binary, data: bytes) -> None:
     """Replace a generated file's bytes. Schemathesis re-validates a body that changed after generation (by
     its hash) and counts any body holding a file as schema-violating; bytes for bytes leave the body as valid
@@ -106,12 +140,15 @@ def before_call(ctx: Any, case: schemathesis.Case, **kwargs: Any) -> None:
             if isinstance(part, Binary):
                 _swap(case, part, _image("PNG", 8 + i, 8, "L", i))
         return
+    base_url = (case.operation.base_url or "").rstrip("/")
+    auth = {k: v for k, v in (case.headers or {}).items() if k.lower() == "authorization"}
+    if case.path.endswith("/rectify"):
+        _crop_index(case, base_url, auth)
+        return
     if not case.path.endswith("/infer"):
         return
     if not isinstance(case.path_parameters, dict) or "name" not in case.path_parameters:
         return
-    base_url = (case.operation.base_url or "").rstrip("/")
-    auth = {k: v for k, v in (case.headers or {}).items() if k.lower() == "authorization"}
     model = model_metadata(base_url, str(case.path_parameters["name"]), auth)
     if model is None:
         return

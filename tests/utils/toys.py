@@ -83,3 +83,38 @@ def export_toy(path: Path, transform: str, params: np.ndarray | None, seed: int 
     }
     onnx.helper.set_model_props(proto, meta)
     onnx.save(proto, str(path))
+
+
+# The toy sequence model's windows: transformer i reads [[0.3, 0, x_i], [0, 1.0, 0]] (a third of the width,
+# the full height), x_i = -0.6, 0, 0.6: the three digit places of an MNIST-sequence canvas (model.sequence).
+TOY_SEQ_WINDOWS = np.array([[[0.3, 0.0, x], [0.0, 1.0, 0.0]] for x in (-0.6, 0.0, 0.6)])
+
+
+def export_toy_sequence(path: Path, seed: int = 0) -> None:
+    """A toy sequence model (``model.seq_net.SequenceSTN``, 3 positions, a small untrained reader) on a
+    100x100 input, its transformers frozen to ``TOY_SEQ_WINDOWS``, with a sequence model's metadata."""
+    import onnx
+    import torch
+
+    from export.onnx_export import export_graph
+    from model.nets import build_model, full_config
+
+    torch.manual_seed(seed)
+    cfg = full_config({"arch": "seq", "transform": "scale_translation", "input_size": [100, 100],
+                       "output_size": [28, 28], "loc_channels": [4, 8, 8], "loc_hidden": 16,
+                       "cls_channels": [8, 8, 8], "cls_hidden": 16, "max_len": 3})
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for head, w in zip(model.heads, TOY_SEQ_WINDOWS, strict=True):
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([w[0, 0], w[1, 1], w[0, 2], w[1, 2]], dtype=torch.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proto = export_graph(model, cfg)  # the dynamo exporter: every dimension but the batch concrete
+    onnx.helper.set_model_props(proto, {
+        "stn.labels": json.dumps([str(i) for i in range(10)]), "stn.input_size": "100,100",
+        "stn.output_size": "28,28", "stn.mean": "0.1307", "stn.std": "0.3081", "stn.polarity": "white_on_black",
+        "stn.transform": "scale_translation", "stn.param_output": "theta", "stn.dataset": "toy",
+        "stn.test_error": "", "stn.version": "toy:sequence", "stn.resize": "letterbox", "stn.kind": "sequence",
+        "stn.max_len": "3",
+    })
+    onnx.save(proto, str(path))

@@ -1,0 +1,209 @@
+"""``stn-train-seq``: train a sequence model (``model.seq_net``) on images drawn fresh every step.
+
+    stn-train-seq --config model/configs/seq3.json
+    stn-train-seq --config model/configs/seq3_cnn.json
+    stn-train-seq --config model/configs/seq3.json --steps 50 --val-every 25 --out runs/seq3_smoke
+
+Data (``data``): ``"seq3"`` is the MNIST-sequence benchmark of Sønderby et al. 2015 (``model.sequence``): three
+digits from MNIST-train 0-54,999 on a cluttered 100x100 canvas, drawn fresh every step. Model selection: the
+per-digit error on its fixed validation set (MNIST-train 55,000-59,999, its own seed). MNIST-test is read only
+once, at the end, for the fixed test set the card reports.
+
+Loss: labels only, no boxes: cross-entropy of the length and of every position (``model.multi.sequence_loss``).
+The transformers learn where to look from the reader's error alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from model import data as mnist
+from model import sequence
+from model.checkpoint import read_checkpoint, save_checkpoint
+from model.multi import NO_DIGIT, best_lengths, sequence_loss, sequence_targets
+from model.nets import ModelConfig, build_model, count_params, full_config
+from model.train import hardware, merge_options
+
+log = logging.getLogger("stn-train-seq")
+
+OPTS: dict[str, Any] = {
+    "data": "seq3", "arch": "seq", "transform": "scale_translation", "output_size": [28, 28],
+    "loc_channels": [16, 32, 64], "loc_hidden": 128, "cls_channels": [32, 64, 128], "cls_hidden": 256,
+    "dropout": 0.3, "start_scale": [0.3, 1.0],
+    "steps": 8000, "batch_size": 64, "lr": 2e-3, "loc_lr_scale": 0.3, "weight_decay": 1e-4,
+    "label_smoothing": 0.0, "seed": 0, "threads": 1, "val_every": 500, "val_size": 3000, "eval_batch_size": 250,
+    "out": "runs/seq3",
+}
+DATASETS = ("seq3",)
+
+
+def model_config(opts: dict[str, Any]) -> ModelConfig:
+    if opts["data"] not in DATASETS:
+        raise SystemExit(f"unknown data {opts['data']!r}; choose {', '.join(DATASETS)}")
+    side = sequence.CANVAS
+    return full_config({
+        "arch": opts["arch"], "transform": opts["transform"], "input_size": [side, side],
+        "output_size": opts["output_size"], "loc_channels": opts["loc_channels"], "loc_hidden": opts["loc_hidden"],
+        "cls_channels": opts["cls_channels"], "cls_hidden": opts["cls_hidden"], "dropout": opts["dropout"],
+        "start_scale": opts["start_scale"], "max_len": sequence.N_DIGITS, "mean": mnist.MEAN, "std": mnist.STD,
+    })
+
+
+def batches(data: dict[str, np.ndarray], seed: int, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Fresh training batches forever: pixel-unit images (B, 1, 100, 100), lengths (B,), digits (B, L)."""
+    images, labels = data["train_images"][:55_000], data["train_labels"][:55_000]
+    rng = np.random.default_rng([seed, 1])
+    while True:
+        xs = np.empty((batch, 1, sequence.CANVAS, sequence.CANVAS), np.float32)
+        ys = []
+        for i in range(batch):
+            s = sequence.render(rng, images, labels)
+            xs[i, 0] = s.image
+            ys.append(s.labels.tolist())
+        lengths, digits = sequence_targets(ys, sequence.N_DIGITS)
+        yield torch.from_numpy(xs), lengths, digits
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x8: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> predicted lengths (N,), digits (N, L) (``NO_DIGIT`` past the length), theta (N, T, 2, 3)."""
+    model.eval()
+    lens, digs, thetas = [], [], []
+    for i in range(0, len(x8), batch):
+        x = (torch.from_numpy(x8[i:i + batch]).float()[:, None] / 255.0 - mnist.MEAN) / mnist.STD
+        length_logits, digit_logits, theta, _ = model(x)
+        n = best_lengths(length_logits, digit_logits)
+        d = digit_logits[..., :NO_DIGIT].argmax(-1)
+        d[torch.arange(d.shape[1])[None] >= n[:, None]] = NO_DIGIT
+        lens.append(n.numpy())
+        digs.append(d.numpy())
+        thetas.append(theta.numpy())
+    model.train()
+    return np.concatenate(lens), np.concatenate(digs), np.concatenate(thetas)
+
+
+def errors(pred_digits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Per-digit error (position i against digit i) and whole-sequence error."""
+    wrong = pred_digits[:, : labels.shape[1]] != labels
+    return {"digit_error": float(wrong.mean()), "sequence_error": float(wrong.any(1).mean())}
+
+
+def param_groups(model: nn.Module, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    loc = [p for n, p in model.named_parameters() if n.startswith(("trunk.", "heads."))]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(("trunk.", "heads."))]
+    groups = [{"params": rest, "lr": opts["lr"]}]
+    if loc and opts["arch"] == "seq":
+        groups.append({"params": loc, "lr": opts["lr"] * opts["loc_lr_scale"]})
+    elif loc:
+        groups[0]["params"] = rest + loc
+    return groups
+
+
+def train(opts: dict[str, Any], command: str,
+          on_val: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    torch.set_num_threads(int(opts["threads"]))
+    torch.manual_seed(opts["seed"])
+    out = Path(opts["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    data = mnist.load_mnist(None)
+    cfg = model_config(opts)
+    model = build_model(cfg)
+    val_x, val_y, _ = sequence.val_set(data, int(opts["val_size"]))
+    opt = torch.optim.AdamW(param_groups(model, opts), weight_decay=opts["weight_decay"])
+    total = int(opts["steps"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                total_steps=total, pct_start=0.1)
+    data_meta = {"dataset": f"mnist-sequence-{opts['data']}", "labels": mnist.LABELS, "mean": mnist.MEAN,
+                 "std": mnist.STD, "polarity": "white_on_black", "input_size": list(cfg.input_size),
+                 # The service fits an upload into the square input unstretched (the canvas is square).
+                 "resize": "letterbox", "checksums": data["checksums"]}
+    log.info("%s %s: %d parameters, %d steps of %d", opts["data"], opts["arch"], count_params(model), total,
+             opts["batch_size"])
+    history: list[dict[str, Any]] = []
+    best = math.inf
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    loss_sum, wrong, seen = 0.0, 0, 0
+    model.train()
+    for step, (x, lengths, digits) in enumerate(batches(data, opts["seed"], opts["batch_size"]), start=1):
+        length_logits, digit_logits, _, _ = model((x - mnist.MEAN) / mnist.STD)
+        loss = sequence_loss(length_logits, digit_logits, lengths, digits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        loss_sum += float(loss.detach())
+        wrong += int((digit_logits.argmax(-1) != digits).sum())
+        seen += digits.numel()
+        if step % opts["val_every"] == 0 or step == total:
+            _, pred, theta = predict(model, val_x, opts["eval_batch_size"])
+            ev = errors(pred, val_y)
+            row = {"step": step, "train_loss": loss_sum / opts["val_every"], "train_digit_error": wrong / seen,
+                   "val_digit_error": ev["digit_error"], "val_sequence_error": ev["sequence_error"],
+                   "wall_time_s": time.perf_counter() - wall0,
+                   "val_window_centres": theta[:, :, :, 2].mean(0).round(3).tolist()}
+            history.append(row)
+            log.info("step %d/%d  loss %.4f  train digit err %.2f%%  val digit err %.2f%%  seq err %.2f%%  (%.0fs)",
+                     step, total, row["train_loss"], 100 * row["train_digit_error"], 100 * ev["digit_error"],
+                     100 * ev["sequence_error"], row["wall_time_s"])
+            metrics = {"val_digit_error": ev["digit_error"], "val_sequence_error": ev["sequence_error"],
+                       "step": step, "test_digit_error": None}
+            if ev["digit_error"] < best:
+                best = ev["digit_error"]
+                save_checkpoint(out / "best.ckpt", model, cfg, data_meta, metrics)
+            save_checkpoint(out / "last.ckpt", model, cfg, data_meta, metrics)
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            if on_val:
+                on_val(row)
+            loss_sum, wrong, seen = 0.0, 0, 0
+        if step == total:
+            break
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    best_ckpt = read_checkpoint(out / "best.ckpt")
+    model.load_state_dict(best_ckpt["state_dict"])
+    test_x, test_y, _ = sequence.test_set(data)
+    _, pred, _ = predict(model, test_x, opts["eval_batch_size"])
+    test = errors(pred, test_y)
+    log.info("test (fixed, MNIST-test, %d sequences): digit err %.2f%%  sequence err %.2f%%", len(test_y),
+             100 * test["digit_error"], 100 * test["sequence_error"])
+    metrics = {**best_ckpt["metrics"], "test_digit_error": test["digit_error"],
+               "test_sequence_error": test["sequence_error"], "test_size": len(test_y)}
+    summary = {"name": out.name, "data": opts["data"], "arch": opts["arch"], "params": count_params(model),
+               "metrics": metrics, "history": history, "opts": opts, "command": command, "wall_time_s": wall,
+               "cpu_time_s": cpu, "hardware": hardware(torch.device("cpu"))}
+    save_checkpoint(out / "best.ckpt", model, cfg, data_meta, metrics, card=summary)
+    (out / "train.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="stn-train-seq", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path)
+    for k, v in OPTS.items():
+        if isinstance(v, list):
+            p.add_argument("--" + k.replace("_", "-"), type=type(v[0]), nargs=len(v))
+        else:
+            p.add_argument("--" + k.replace("_", "-"), type=type(v))
+    opts = merge_options(p, p.parse_args(argv), OPTS)
+    summary = train(opts, "stn-train-seq " + shlex.join(argv))
+    print(json.dumps({k: summary[k] for k in ("name", "params", "metrics", "wall_time_s")}))
+
+
+if __name__ == "__main__":
+    main()
