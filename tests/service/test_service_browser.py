@@ -102,6 +102,38 @@ def test_upload_a_photo(browser, page_server: ServerProcess, tmp_path: Path) -> 
     page.close()
 
 
+def test_a_sequence_model_shows_the_number_its_digits_and_every_crop(browser, page_server: ServerProcess,  # type: ignore[no-untyped-def]
+                                                                       tmp_path: Path) -> None:
+    """The toy sequence model (three fixed windows, an untrained reader): the number read, one framed entry
+    per digit, the overlay with the windows, and the three crops side by side."""
+    import numpy as np
+
+    canvas = tmp_path / "canvas.png"
+    arr = np.zeros((100, 100), np.uint8)
+    arr[40:60, 15:25] = arr[30:50, 45:55] = arr[50:70, 75:85] = 255
+    Image.fromarray(arr).save(canvas)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    page.select_option("#model", "toy_seq")
+    page.set_input_files("#file", str(canvas))
+    page.wait_for_function(
+        "(() => { const i = document.getElementById('crop'); return i.complete && i.naturalWidth > 0; })()",
+        timeout=30000,
+    )
+    page.wait_for_function("document.getElementById('label').textContent.trim().length > 0", timeout=30000)
+    label = (page.text_content("#label") or "").strip()
+    shown = page.locator("#digits li").count()
+    assert (label == "(no digits)" and shown == 0) or (label.isdigit() and shown == len(label) <= 3)
+    assert page.eval_on_selector("#crop", "img => img.naturalWidth") == 3 * 128  # every transformer's crop
+    assert page.eval_on_selector("#overlay", "img => img.naturalWidth") >= 100
+    assert "error" not in (page.get_attribute("#status", "class") or "")
+    assert not errors, errors
+    page.close()
+
+
 def test_errors_show_in_the_page(browser, page_server: ServerProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not really a png")
