@@ -121,13 +121,16 @@ def expected_io(config: ModelConfig, output_names: Sequence[str]) -> dict[str, l
         return {INPUT_NAME: [c, int(h), int(w)], length: [int(config.max_len) + 1],
                 digits: [int(config.max_len), int(config.num_classes) + 1], theta: [n, 2, 3],
                 rectified: [n, c, int(oh), int(ow)]}
-    logits, params, rectified = output_names
-    return {
+    logits, params, rectified, *extra = output_names
+    io = {
         INPUT_NAME: [int(config.in_channels), int(h), int(w)],
         logits: [int(config.num_classes)],
         params: param_shape(config),
         rectified: [int(config.in_channels), int(oh), int(ow)],
     }
+    if config.feature_transformers:  # the feature-map transformers' thetas (ST-CNN Multi)
+        io[extra[0]] = [int(config.feature_transformers), 2, 3]
+    return io
 
 
 def export_graph(model: nn.Module, config: ModelConfig, opset: int = OPSET) -> onnx.ModelProto:

@@ -51,6 +51,10 @@ class ModelConfig:
     max_len: int = 3
     start_scale: tuple[float, float] = (0.3, 1.0)
     view_pool: int = 2
+    # arch "stcnn" only: spatial transformers on the classifier's feature maps, one before each of its conv
+    # stages 2..k+1 (the paper's ST-CNN Multi: with the input transformer, one before each of the first k+1
+    # convolution layers), each with its own small localisation net (model.multi.FeatureTransformer), affine.
+    feature_transformers: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -159,15 +163,29 @@ class SpatialTransformer(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Three conv-BN-ReLU-pool stages and two fully connected layers, on the ``output_size`` image."""
+    """Three conv-BN-ReLU-pool stages and two fully connected layers, on the ``output_size`` image.
+
+    With ``feature_transformers`` = k, a spatial transformer on the feature maps precedes each of the conv
+    stages 2..k+1 (``model.multi.FeatureTransformer``: C x H x W in, the same out, starting at the identity);
+    ``forward_with_params`` then also returns their thetas ``(B, k, 2, 3)``."""
 
     def __init__(self, in_channels: int, size: tuple[int, int], channels: Sequence[int], hidden: int,
-                 num_classes: int, dropout: float) -> None:
+                 num_classes: int, dropout: float, feature_transformers: int = 0) -> None:
         super().__init__()
+        from model.multi import FeatureTransformer
+
+        if not 0 <= feature_transformers < len(channels):
+            raise ValueError(f"feature_transformers must be 0..{len(channels) - 1} (before conv stages 2..), "
+                             f"got {feature_transformers}")
         layers: list[nn.Module] = []
+        self.transformers = nn.ModuleList()
         c_in = in_channels
         h, w = size
-        for c in channels:
+        for i, c in enumerate(channels):
+            if 1 <= i <= feature_transformers:
+                # A stage boundary: split the layers so that the transformer sits between two stages.
+                self.transformers.append(FeatureTransformer(c_in, (h, w)))
+                layers.append(nn.Identity())
             layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                        nn.MaxPool2d(2)]
             c_in, h, w = c, h // 2, w // 2
@@ -178,7 +196,19 @@ class Classifier(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        return self.forward_with_params(x)[0] if len(self.transformers) else self.head(self.features(x))
+
+    def forward_with_params(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        thetas = []
+        t = 0
+        for layer in self.features:
+            if isinstance(layer, nn.Identity):  # where a feature-map transformer goes
+                x, theta = self.transformers[t](x)
+                thetas.append(theta)
+                t += 1
+            else:
+                x = layer(x)
+        return self.head(x), torch.stack(thetas, dim=1) if thetas else None
 
 
 class STCNN(nn.Module):
@@ -190,17 +220,24 @@ class STCNN(nn.Module):
         cfg = self.config
         self.stn = SpatialTransformer(cfg)
         self.classifier = Classifier(cfg.in_channels, cfg.output_size, cfg.cls_channels,
-                                     cfg.cls_hidden, cfg.num_classes, cfg.dropout)
+                                     cfg.cls_hidden, cfg.num_classes, cfg.dropout, cfg.feature_transformers)
 
     @property
     def output_names(self) -> list[str]:
         param_name = {"projective": "homography", "tps": "control_points"}.get(self.config.transform, "theta")
-        return ["logits", param_name, "rectified"]
+        extra = ["feature_theta"] if self.config.feature_transformers else []
+        return ["logits", param_name, "rectified", *extra]
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """-> ``(logits, params, rectified)``, and ``feature_theta`` ``(B, k, 2, 3)`` with feature-map
+        transformers (``feature_transformers`` = k)."""
         check_input(x, self.config)
         rectified, params = self.stn(x)
-        return self.classifier(rectified), params, rectified
+        if not self.config.feature_transformers:
+            return self.classifier(rectified), params, rectified
+        logits, feature_theta = self.classifier.forward_with_params(rectified)
+        assert feature_theta is not None
+        return logits, params, rectified, feature_theta
 
 
 class BaselineCNN(nn.Module):

@@ -134,3 +134,60 @@ def test_sequence_head_shapes_targets_loss_and_decoding() -> None:
     assert [d for d, _ in decoded] == [[2, 0, 2, 6], [7], []]
     assert all(p > 0.999 for _, p in decoded)
     assert float(sequence_loss(*head(torch.randn(3, 12)), lengths, digits)) > 1.0  # untrained: clearly not
+
+
+def test_st_cnn_multi_places_transformers_on_the_classifiers_feature_maps(tmp_path: Path) -> None:
+    """``feature_transformers`` = 2: besides the input transformer, one before conv stages 2 and 3, each on
+    that stage's feature maps. They start at the identity, so at initialisation the model computes exactly
+    what the same weights compute without them; the export has one GridSample per transformer and their
+    thetas as an output."""
+    import onnx
+
+    from export.onnx_export import check_graph, expected_io, export_graph
+    from model.nets import build_model, full_config
+
+    cfg = full_config({"feature_transformers": 2})
+    torch.manual_seed(3)
+    multi = build_model(cfg).eval()
+    ts = multi.classifier.transformers
+    assert [(t.channels, t.size) for t in ts] == [(32, (14, 14)), (64, (7, 7))]
+    assert multi.output_names == ["logits", "theta", "rectified", "feature_theta"]
+    plain = build_model(full_config({})).eval()
+    x = torch.randn(3, 1, 42, 42)
+    with torch.no_grad():
+        logits, theta, rectified, feature_theta = multi(x)
+    assert feature_theta.shape == (3, 2, 2, 3)
+    torch.testing.assert_close(feature_theta, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 2, 3))
+    # Conv stages 2 and 3 of the multi model read the identity-sampled maps: the same logits as the plain one.
+    # The multi model's layers are the plain one's with a placeholder before stages 2 and 3 (indices 4, 9).
+    shift = {0: 0, 1: 1, 5: 4, 6: 5, 10: 8, 11: 9}
+    plain_sd = {}
+    for k, v in multi.state_dict().items():
+        if k.startswith("classifier.features."):
+            i = int(k.split(".")[2])
+            k = k.replace(f"features.{i}.", f"features.{shift[i]}.", 1)
+        if "classifier.transformers." not in k:
+            plain_sd[k] = v
+    plain.load_state_dict(plain_sd)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x)[0], logits, atol=1e-5, rtol=0)
+    # Off the identity, gradients reach every feature-map transformer's localisation net.
+    for t in ts:
+        nn.init.normal_(t.loc.fc.weight, std=0.01)
+    multi.train()
+    multi(x)[0].sum().backward()
+    assert all(t.loc.fc.weight.grad is not None and t.loc.fc.weight.grad.abs().sum() > 0 for t in ts)
+    multi.eval()
+    proto = export_graph(multi, cfg)
+    ops = check_graph(proto, expected_io(cfg, multi.output_names))
+    assert ops["GridSample"] == 3
+    path = tmp_path / "multi.onnx"
+    onnx.save(proto, str(path))
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        want = multi(x)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w.numpy(), atol=1e-4, rtol=0)
