@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint train-rts train-tc train-photo export export-photo bench bench-service bench-reliability bench-gpu bench-ab bench-photo-seeds eval-photo clean
+.PHONY: serve test lint train-rts train-tc train-photo train-seq3 export export-photo export-seq3 bench bench-service bench-reliability bench-gpu bench-ab bench-photo-seeds eval-photo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,9 +48,20 @@ train-photo: $(VENV)/.dev
 	$(BIN)/stn-train-photo --config model/configs/photo.json
 	$(BIN)/stn-train-photo --config model/configs/photo_finetune.json
 
-export: $(VENV)/.dev export-photo
+export: $(VENV)/.dev export-photo export-seq3
 	$(BIN)/stn-export runs/rts_affine/best.ckpt --out service/model_repository --name stn_rts
 	$(BIN)/stn-export runs/tc_affine/best.ckpt --out service/model_repository --name stn_tc
+
+# The MNIST-sequence model (model/seq_net.py) and its baseline, side by side on the two cores (about 50
+# minutes), then its card with both and the figures.
+train-seq3: $(VENV)/.dev
+	mkdir -p runs
+	$(BIN)/stn-train-seq --config model/configs/seq3.json > runs/seq3.log 2>&1 & \
+	$(BIN)/stn-train-seq --config model/configs/seq3_cnn.json > runs/seq3_cnn.log 2>&1; wait
+	$(BIN)/python -m model.seq_card runs/seq3 --name stn_seq3 --baseline runs/seq3_cnn
+
+export-seq3: $(VENV)/.dev
+	$(BIN)/stn-export runs/seq3/best.ckpt --out service/model_repository --name stn_seq3
 
 # The photo model's parity bounds are wider (docs/export.md: its polarity flip is a sign, and its sampler
 # reads a 256-px input); argmax agreement and the test error must still match exactly.

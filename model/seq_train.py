@@ -44,8 +44,8 @@ OPTS: dict[str, Any] = {
     "loc_channels": [16, 32, 64], "loc_hidden": 128, "cls_channels": [32, 64, 128], "cls_hidden": 256,
     "dropout": 0.3, "start_scale": [0.3, 1.0],
     "steps": 8000, "batch_size": 64, "lr": 2e-3, "loc_lr_scale": 0.3, "weight_decay": 1e-4,
-    "label_smoothing": 0.0, "seed": 0, "threads": 1, "val_every": 500, "val_size": 3000, "eval_batch_size": 250,
-    "out": "runs/seq3",
+    "seed": 0, "threads": 1, "val_every": 500, "val_size": 3000, "eval_batch_size": 250,
+    "test_size": sequence.TEST_SIZE, "out": "runs/seq3",
 }
 DATASETS = ("seq3",)
 
@@ -174,7 +174,7 @@ def train(opts: dict[str, Any], command: str,
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     best_ckpt = read_checkpoint(out / "best.ckpt")
     model.load_state_dict(best_ckpt["state_dict"])
-    test_x, test_y, _ = sequence.test_set(data)
+    test_x, test_y, _ = sequence.test_set(data, int(opts["test_size"]))
     _, pred, _ = predict(model, test_x, opts["eval_batch_size"])
     test = errors(pred, test_y)
     log.info("test (fixed, MNIST-test, %d sequences): digit err %.2f%%  sequence err %.2f%%", len(test_y),

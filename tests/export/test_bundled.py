@@ -41,5 +41,10 @@ def test_bundled_model(path: Path | None) -> None:
 
     session = cpu_session(path)
     x = np.zeros((2, 1, h, w), dtype=np.float32)
-    logits = session.run(None, {"image": x})[0]
-    assert logits.shape == (2, len(labels))
+    outputs = session.run(None, {"image": x})
+    if meta.get("stn.kind") == "sequence":  # a length over 0..L, and L positions over the labels + "no digit"
+        n = int(meta["stn.max_len"])
+        assert outputs[0].shape == (2, n + 1) and outputs[1].shape == (2, n, len(labels) + 1)
+        assert meta["stn.dataset"].startswith("mnist-sequence-")
+    else:
+        assert outputs[0].shape == (2, len(labels))

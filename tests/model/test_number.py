@@ -1,0 +1,56 @@
+"""The number-photo generator (model.number): the number it says it drew, where each digit is, and the
+line's geometry within the documented ranges."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model.number import LINE_WIDTH, MAX_LINE_ANGLE, NumberGenerator, example
+from model.photo import TRAIN_FONT_DIRS, font_files
+
+
+@pytest.fixture(scope="module")
+def gen(mnist: dict[str, Any]) -> NumberGenerator:
+    fonts = font_files(TRAIN_FONT_DIRS)
+    if not fonts:
+        pytest.skip("the training fonts are not installed (tests/setup_system.sh)")
+    return NumberGenerator(mnist["train_images"][:2000], mnist["train_labels"][:2000], fonts)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_a_number_of_n_digits_in_a_line_inside_the_frame(gen: NumberGenerator, n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(3):
+        photo = gen.render(rng, n)
+        w, h = photo.size
+        assert len(photo.labels) == n and all(0 <= d <= 9 for d in photo.labels)
+        assert photo.ink_boxes.shape == (n, 4) and photo.centres.shape == (n, 2)
+        assert (photo.ink_boxes[:, :2] >= 0).all() and (photo.ink_boxes[:, 2] <= w).all()
+        assert (photo.ink_boxes[:, 3] <= h).all()
+        line = photo.params["line_angle_deg"]
+        assert abs(math.radians(line)) <= MAX_LINE_ANGLE
+        assert photo.params["line_width_share"] <= LINE_WIDTH[1] + 1e-9
+        # Left to right along the line: each centre further along its direction than the one before.
+        along = photo.centres @ np.array([math.cos(math.radians(line)), math.sin(math.radians(line))])
+        assert (np.diff(along) > 0).all()
+        # Each digit's ink lies in its own target crop (its centre is the crop's, its longer side 20/28).
+        for i in range(n):
+            corners = photo.crop_corners(i)
+            x0, y0, x1, y1 = photo.ink_boxes[i]
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            assert np.hypot(*(corners.mean(0) - [cx, cy])) < 0.2 * photo.crop_sides[i]
+
+
+def test_the_model_input_and_its_targets(gen: NumberGenerator) -> None:
+    x, labels, thetas = example(gen, np.random.default_rng(7), 256, 4)
+    assert x.shape == (256, 256) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
+    assert len(labels) == 4 and thetas.shape == (4, 2, 3)
+    assert (np.abs(thetas[:, :, 2]) < 1).all()  # every crop centred inside the input
+    x2, labels2, thetas2 = example(gen, np.random.default_rng(7), 256, 4)
+    assert labels2 == labels and np.array_equal(x2, x) and np.array_equal(thetas2, thetas)  # seeded
+    with pytest.raises(ValueError, match="n_digits must be 1..5"):
+        gen.render(np.random.default_rng(0), 6)

@@ -1,0 +1,114 @@
+"""The sequence models (model.seq_net) and their trainer (model.seq_train): shapes, where the transformers
+start, independence of their heads, the export (one GridSample per transformer), and a short training run
+end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.multi import NO_DIGIT
+from model.nets import build_model, full_config
+from model.seq_net import SequenceCNN, SequenceSTN
+
+SMALL = {"input_size": [100, 100], "output_size": [28, 28], "loc_channels": [4, 8, 8], "loc_hidden": 16,
+         "cls_channels": [8, 8, 8], "cls_hidden": 16, "transform": "scale_translation"}
+
+
+def test_sequence_stn_outputs_one_crop_and_theta_per_position() -> None:
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "arch": "seq", "max_len": 4}).eval()
+    assert isinstance(model, SequenceSTN)
+    length, digits, theta, crops = model(torch.randn(2, 1, 100, 100))
+    assert length.shape == (2, 5) and digits.shape == (2, 4, NO_DIGIT + 1)
+    assert theta.shape == (2, 4, 2, 3) and crops.shape == (2, 4, 1, 28, 28)
+    assert model.output_names == ["length_logits", "digit_logits", "theta", "rectified"]
+    with pytest.raises(ValueError, match=r"input must be \(B, 1, 100, 100\)"):
+        model(torch.randn(2, 1, 64, 64))
+
+
+def test_transformers_start_in_a_row_and_read_their_own_place() -> None:
+    """Transformer i starts over the i-th of a row of places (x = -0.5, 0, 0.5 for three), a window of
+    half-sizes start_scale; so crop i shows what lies there."""
+    model = build_model({**SMALL, "arch": "seq", "max_len": 3, "start_scale": [0.25, 0.5]}).eval()
+    x = torch.full((1, 1, 100, 100), -0.1307 / 0.3081)  # normalised black
+    x[0, 0, 40:60, 70:80] = 2.0  # a bright patch at the right-hand place only
+    _, _, theta, crops = model(x)
+    want = torch.tensor([[[0.25, 0, x0], [0, 0.5, 0]] for x0 in (-0.5, 0.0, 0.5)])
+    torch.testing.assert_close(theta[0], want)
+    assert float(crops[0, 2].max()) > 1.5 and float(crops[0, 0].max()) < 0 and float(crops[0, 1].max()) < 0
+
+
+def test_each_transformer_has_its_own_head() -> None:
+    model = build_model({**SMALL, "arch": "seq", "max_len": 3})
+    for head in model.heads:
+        torch.nn.init.normal_(head.weight, std=0.05)
+    _, _, theta, _ = model(torch.randn(2, 1, 100, 100))
+    theta[:, 1].sum().backward()  # transformer 1's window depends on its head, not on the others'
+    grads = [float(h.weight.grad.abs().sum()) if h.weight.grad is not None else 0.0 for h in model.heads]
+    assert grads[1] > 0 and grads[0] == grads[2] == 0
+    assert len({h.weight.data_ptr() for h in model.heads}) == 3
+
+
+def test_the_baseline_has_the_same_outputs_without_transformers() -> None:
+    model = build_model({**SMALL, "arch": "seqcnn", "output_size": [64, 64], "max_len": 3}).eval()
+    assert isinstance(model, SequenceCNN)
+    length, digits, theta, resized = model(torch.randn(3, 1, 100, 100))
+    assert length.shape == (3, 4) and digits.shape == (3, 3, NO_DIGIT + 1)
+    torch.testing.assert_close(theta, torch.tensor([[[[1.0, 0, 0], [0, 1.0, 0]]]]).expand(3, 1, 2, 3))
+    assert resized.shape == (3, 1, 1, 64, 64)
+
+
+def test_export_has_one_grid_sample_per_transformer_and_matches_torch() -> None:
+    import onnxruntime as ort
+
+    from export.onnx_export import check_graph, expected_io, export_graph
+
+    cfg = full_config({**SMALL, "arch": "seq", "max_len": 3})
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    for head in model.heads:
+        torch.nn.init.normal_(head.weight, std=0.02)  # windows that depend on the input
+    proto = export_graph(model, cfg)
+    io = expected_io(cfg, model.output_names)
+    assert io["theta"] == [3, 2, 3] and io["rectified"] == [3, 1, 28, 28]
+    ops = check_graph(proto, io)
+    assert ops["GridSample"] == 3 and "AffineGrid" not in ops
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 1, 100, 100)
+    with torch.no_grad():
+        want = model(x)
+    for got, w in zip(sess.run(None, {"image": x.numpy()}), want, strict=True):
+        np.testing.assert_allclose(got, w.numpy(), atol=1e-4, rtol=0)
+
+
+def test_a_short_training_run_writes_its_checkpoint_history_and_test_errors(tmp_path: Path, mnist) -> None:  # type: ignore[no-untyped-def]
+    from model.checkpoint import load_checkpoint
+    from model.seq_train import OPTS, train
+
+    opts = {**OPTS, "loc_channels": [4, 8, 8], "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16,
+            "steps": 12, "batch_size": 8, "val_every": 6, "val_size": 40, "test_size": 40, "out": str(tmp_path)}
+    summary = train(opts, "test")
+    assert [h["step"] for h in summary["history"]] == [6, 12]
+    m = summary["metrics"]
+    assert 0 <= m["test_digit_error"] <= 1 and m["test_size"] == 40
+    model, ckpt = load_checkpoint(tmp_path / "best.ckpt")
+    assert isinstance(model, SequenceSTN) and ckpt["data"]["dataset"] == "mnist-sequence-seq3"
+    assert ckpt["data"]["resize"] == "letterbox"
+    assert json.loads((tmp_path / "train.json").read_text())["command"] == "test"
+
+
+def test_centre_in_window_is_measured_on_the_windows_own_edges() -> None:
+    from model.seq_card import centres_inside, corners_px
+
+    theta = np.array([[[[0.2, 0.0, -0.5], [0.0, 0.4, 0.0]], [[0.3, 0.1, 0.5], [-0.1, 0.3, 0.2]]]])  # (1, 2, 2, 3)
+    c = corners_px(theta, 100)
+    np.testing.assert_allclose(c[0, 0], [[15, 30], [35, 30], [35, 70], [15, 70]])
+    boxes = np.array([[[11, 36, 39, 64], [61, 46, 89, 74]]])  # centres (25, 50) and (75, 60): both inside
+    assert centres_inside(theta, boxes, 100).tolist() == [[True, True]]
+    boxes = np.array([[[30, 36, 58, 64], [61, 0, 89, 28]]])  # centres (44, 50) and (75, 14): both outside
+    assert centres_inside(theta, boxes, 100).tolist() == [[False, False]]
