@@ -52,16 +52,21 @@ export: $(VENV)/.dev export-photo export-seq3
 	$(BIN)/stn-export runs/rts_affine/best.ckpt --out service/model_repository --name stn_rts
 	$(BIN)/stn-export runs/tc_affine/best.ckpt --out service/model_repository --name stn_tc
 
-# The MNIST-sequence model (model/seq_net.py) and its baseline, side by side on the two cores (about 50
-# minutes), then its card with both and the figures.
+# The MNIST-sequence model (model/seq_net.py), as it was made: the first configuration (seq3.json: scale +
+# translation windows) and the baseline CNN side by side on the two cores (50 and 55 minutes), then the
+# second (seq3b.json: attention windows, 40 minutes); the card chooses between the two on validation and
+# shows all three on the test set with the figures.
 train-seq3: $(VENV)/.dev
 	mkdir -p runs
 	$(BIN)/stn-train-seq --config model/configs/seq3.json > runs/seq3.log 2>&1 & \
 	$(BIN)/stn-train-seq --config model/configs/seq3_cnn.json > runs/seq3_cnn.log 2>&1; wait
-	$(BIN)/python -m model.seq_card runs/seq3 --name stn_seq3 --baseline runs/seq3_cnn
+	$(BIN)/stn-train-seq --config model/configs/seq3b.json > runs/seq3b.log 2>&1
+	$(BIN)/python -m model.seq_card runs/seq3b --name stn_seq3 --baseline runs/seq3_cnn --other runs/seq3
 
+# Its digit logits pass a bilinear sampler and three conv stages: float32 rounding reaches 1.2e-4 there
+# (docs/export.md); argmax agreement and the test error must still match exactly.
 export-seq3: $(VENV)/.dev
-	$(BIN)/stn-export runs/seq3/best.ckpt --out service/model_repository --name stn_seq3
+	$(BIN)/stn-export runs/seq3b/best.ckpt --out service/model_repository --name stn_seq3 --tol-logits 5e-4
 
 # The photo model's parity bounds are wider (docs/export.md: its polarity flip is a sign, and its sampler
 # reads a 256-px input); argmax agreement and the test error must still match exactly.

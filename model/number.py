@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from model.photo import (
     ASPECTS,
     CROP_PER_INK,
+    _camera,
     _illumination,
     _surface,
     _warp_mask,
@@ -188,17 +189,10 @@ class NumberGenerator:
             opacity = rng.uniform(0.45, 0.75) if rng.random() < 0.1 else rng.uniform(0.75, 1.0)
         a_all = np.maximum(alpha, marks) * opacity
         img = (img * (1 - a_all) + ink * a_all) * _illumination(rng, h, w)
-        sigma = float(rng.uniform(0, 7))
-        if sigma > 0:
-            img = img + rng.normal(0, sigma, size=(h, w)).astype(np.float32)
-        pil = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "L")
-        blur = float(rng.uniform(0, 1.6))
-        if blur > 0.2:
-            pil = pil.filter(ImageFilter.GaussianBlur(blur))
-        quality = int(rng.integers(55, 96))
+        pil, camera = _camera(rng, img)
         buf = io.BytesIO()
-        pil.save(buf, format="JPEG", quality=quality)
-        p.update(noise_sigma=sigma, blur=blur, jpeg_quality=quality)
+        pil.save(buf, format="JPEG", quality=camera["jpeg_quality"])
+        p.update(camera)
         return NumberPhoto(buf.getvalue(), labels, (w, h), centres, line_angle + angles, sides, boxes, p)
 
     def _marks(self, rng: np.random.Generator, size: tuple[int, int], centres: np.ndarray,

@@ -201,6 +201,20 @@ def _surface(rng: np.random.Generator, kind: str, h: int, w: int) -> tuple[np.nd
     return img, tone
 
 
+def _camera(rng: np.random.Generator, img: np.ndarray) -> tuple[Image.Image, dict[str, Any]]:
+    """The sensor and the lens: Gaussian noise, then blur, on the (H, W) luminance in 0..255; returns the
+    8-bit image and the parameters drawn, the JPEG quality the photo is to be saved at among them."""
+    h, w = img.shape
+    sigma = float(rng.uniform(0, 7))
+    if sigma > 0:
+        img = img + rng.normal(0, sigma, size=(h, w)).astype(np.float32)
+    pil = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "L")
+    blur = float(rng.uniform(0, 1.6))
+    if blur > 0.2:
+        pil = pil.filter(ImageFilter.GaussianBlur(blur))
+    return pil, {"noise_sigma": sigma, "blur": blur, "jpeg_quality": int(rng.integers(55, 96))}
+
+
 def _warp_mask(mask: np.ndarray, size: tuple[int, int], center: tuple[float, float], angle: float,
                k: float, src_center: tuple[float, float]) -> np.ndarray:
     """``mask`` scaled by ``k``, turned by ``angle`` and moved so ``src_center`` lands on ``center``, in a
@@ -351,15 +365,9 @@ class PhotoGenerator:
             a = np.maximum(alpha, marks) * opacity
         img = img * (1 - a) + ink * a
         img = img * _illumination(rng, h, w)
-        sigma = float(rng.uniform(0, 7))
-        if sigma > 0:
-            img = img + rng.normal(0, sigma, size=(h, w)).astype(np.float32)
-        pil = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "L")
-        blur = float(rng.uniform(0, 1.6))
-        if blur > 0.2:
-            pil = pil.filter(ImageFilter.GaussianBlur(blur))
-        quality = int(rng.integers(55, 96))
-        p.update(noise_sigma=sigma, blur=blur, jpeg_quality=quality)
+        pil, camera = _camera(rng, img)
+        quality = camera["jpeg_quality"]
+        p.update(camera)
         ink_box = ink_extent(alpha, 0.3 * float(alpha.max()))
         exif = None
         if condition == "exif":

@@ -16,7 +16,6 @@ the coarse stage's centre and log-size, and a cross-entropy of its heat map agai
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -37,7 +36,7 @@ from model.checkpoint import read_checkpoint, save_checkpoint
 from model.nets import build_model, count_params, full_config
 from model.photo import TRAIN_FONT_DIRS, PhotoGenerator, example, fixed_set, font_files
 from model.photo_net import PhotoSTN
-from model.train import hardware, merge_options
+from model.train import hardware, parse_options
 
 log = logging.getLogger("stn-train-photo")
 
@@ -207,12 +206,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="stn-train-photo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path)
-    for k, v in OPTS.items():
-        p.add_argument("--" + k.replace("_", "-"), type=type(v))
-    opts = merge_options(p, p.parse_args(argv), OPTS)
+    opts = parse_options("stn-train-photo", __doc__, OPTS, argv)
     summary = train(opts, "stn-train-photo " + shlex.join(argv))
     print(json.dumps({k: summary[k] for k in ("name", "params", "best_val_error", "wall_time_s")}))
 

@@ -15,7 +15,6 @@ The transformers learn where to look from the reader's error alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ from model import sequence
 from model.checkpoint import read_checkpoint, save_checkpoint
 from model.multi import NO_DIGIT, best_lengths, sequence_loss, sequence_targets
 from model.nets import ModelConfig, build_model, count_params, full_config
-from model.train import hardware, merge_options
+from model.train import hardware, parse_options
 
 log = logging.getLogger("stn-train-seq")
 
@@ -192,15 +191,7 @@ def train(opts: dict[str, Any], command: str,
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="stn-train-seq", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path)
-    for k, v in OPTS.items():
-        if isinstance(v, list):
-            p.add_argument("--" + k.replace("_", "-"), type=type(v[0]), nargs=len(v))
-        else:
-            p.add_argument("--" + k.replace("_", "-"), type=type(v))
-    opts = merge_options(p, p.parse_args(argv), OPTS)
+    opts = parse_options("stn-train-seq", __doc__, OPTS, argv)
     summary = train(opts, "stn-train-seq " + shlex.join(argv))
     print(json.dumps({k: summary[k] for k in ("name", "params", "metrics", "wall_time_s")}))
 

@@ -94,6 +94,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse.
     return merge_options(p, args, TRAIN_DEFAULTS), args
 
 
+def parse_options(prog: str, doc: str | None, defaults: dict[str, Any], argv: list[str]) -> dict[str, Any]:
+    """A trainer's options: ``--config FILE`` and one flag per key of ``defaults`` (a list takes as many
+    values as its default has), merged by ``merge_options``."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path)
+    for k, v in defaults.items():
+        if isinstance(v, list):
+            p.add_argument("--" + k.replace("_", "-"), type=type(v[0]), nargs=len(v))
+        else:
+            p.add_argument("--" + k.replace("_", "-"), type=type(v))
+    return merge_options(p, p.parse_args(argv), defaults)
+
+
 def merge_options(p: argparse.ArgumentParser, args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
     """``defaults``, then the ``--config`` JSON file (an unknown key is an error), then the flags given."""
     opts = dict(defaults)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -55,3 +56,21 @@ def test_resume_continues_where_it_stopped(tmp_path: Path) -> None:
     assert [h["epoch"] for h in card["history"]] == [1, 2]
     assert card["history"][0] == stopped["train_state"]["history"][0]
     assert card["command"].startswith("stn-train --resume")
+
+
+def test_trainer_options_come_from_defaults_then_the_config_file_then_flags(tmp_path: Path) -> None:
+    """``stn-train-photo`` and ``stn-train-seq`` read their options this way (model.train.parse_options)."""
+    from model.photo_train import OPTS as PHOTO
+    from model.seq_train import OPTS as SEQ
+    from model.train import parse_options
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"steps": 77, "start_scale": [0.4, 0.4], "lr": 0.01}')
+    opts = parse_options("stn-train-seq", None, SEQ, ["--config", str(cfg), "--lr", "0.5", "--output-size", "32",
+                                                       "32"])
+    assert (opts["steps"], opts["start_scale"], opts["lr"], opts["output_size"]) == (77, [0.4, 0.4], 0.5, [32, 32])
+    assert opts["batch_size"] == SEQ["batch_size"]
+    assert parse_options("stn-train-photo", None, PHOTO, ["--epochs", "2"])["epochs"] == 2
+    cfg.write_text('{"stepz": 1}')
+    with pytest.raises(SystemExit):
+        parse_options("stn-train-seq", None, SEQ, ["--config", str(cfg)])
