@@ -103,7 +103,8 @@ def plot_boxes(path: Path, model: nn.Module, xs: np.ndarray, ys: np.ndarray, pre
             ax.add_patch(Polygon(corners_px(theta[i, t], side) - 0.5, closed=True, fill=False, lw=1.5,
                                  edgecolor=colour))
         strip = np.concatenate([crops[i, t, 0].numpy() for t in range(n_t)], axis=1)
-        ax.imshow(strip, cmap="gray", extent=(0, 0.45 * side * n_t / 3, side, side * 0.85), aspect="auto")
+        # The crops the classifier read, side by side in the bottom-left corner (each a fifth of the side).
+        ax.imshow(strip, cmap="gray", extent=(0, 0.2 * side * n_t, side, 0.8 * side), aspect="auto")
         read = "".join(str(d) for d in pred[i] if d != NO_DIGIT)
         ok = read == "".join(str(d) for d in ys[i])
         ax.set_title(f"read {read}" + ("" if ok else f" (true {''.join(map(str, ys[i]))})"), fontsize=8,

@@ -30,10 +30,7 @@ def prediction(top_k: int, rectified: bool) -> Callable[[ModelSpec, Result], dic
         k = max(1, min(top_k, len(p)))
         order = sorted(range(len(p)), key=p.__getitem__, reverse=True)[:k]  # stable: ties keep class order
         labels = spec.labels
-        rect = None
-        if rectified:
-            pixels = rectified_to_pixels(r.rectified, spec, r.inverted)
-            rect = base64.b64encode(png_bytes(pixels)).decode("ascii")
+        rect = _png64(rectified_to_pixels(r.rectified, spec, r.inverted)) if rectified else None
         out = spec.param_output
         return {
             "model": spec.name,
