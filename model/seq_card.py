@@ -87,6 +87,7 @@ def plot_boxes(path: Path, model: nn.Module, xs: np.ndarray, ys: np.ndarray, pre
     import matplotlib.pyplot as plt
     from matplotlib.patches import Polygon
 
+    model.eval()  # batch norms on their running statistics, which a train-mode pass would move
     side = xs.shape[-1]
     n_t = theta.shape[1]
     cols = 4

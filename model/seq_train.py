@@ -78,7 +78,9 @@ def batches(data: dict[str, np.ndarray], seed: int, batch: int) -> Iterator[tupl
 
 @torch.no_grad()
 def predict(model: nn.Module, x8: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> predicted lengths (N,), digits (N, L) (``NO_DIGIT`` past the length), theta (N, T, 2, 3)."""
+    """-> predicted lengths (N,), digits (N, L) (``NO_DIGIT`` past the length), theta (N, T, 2, 3), in eval
+    mode; the model is left in the mode it came in (a train-mode pass would move its batch norms' stats)."""
+    was_training = model.training
     model.eval()
     lens, digs, thetas = [], [], []
     for i in range(0, len(x8), batch):
@@ -90,7 +92,7 @@ def predict(model: nn.Module, x8: np.ndarray, batch: int) -> tuple[np.ndarray, n
         lens.append(n.numpy())
         digs.append(d.numpy())
         thetas.append(theta.numpy())
-    model.train()
+    model.train(was_training)
     return np.concatenate(lens), np.concatenate(digs), np.concatenate(thetas)
 
 

@@ -112,3 +112,23 @@ def test_centre_in_window_is_measured_on_the_windows_own_edges() -> None:
     assert centres_inside(theta, boxes, 100).tolist() == [[True, True]]
     boxes = np.array([[[30, 36, 58, 64], [61, 0, 89, 28]]])  # centres (44, 50) and (75, 14): both outside
     assert centres_inside(theta, boxes, 100).tolist() == [[False, False]]
+
+
+def test_predicting_and_the_card_leave_the_weights_and_batch_norms_alone(tmp_path: Path) -> None:
+    """``predict`` runs in eval mode and hands the model back in the mode it came in; a card's figures read
+    the model in eval mode, so the checkpoint it saves holds the same state it loaded."""
+    from model.seq_card import plot_boxes
+    from model.seq_train import predict
+
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "arch": "seq", "max_len": 3})
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    xs = np.random.default_rng(0).integers(0, 256, (12, 100, 100), dtype=np.uint8)
+    _, pred, theta = predict(model, xs, 5)
+    assert not model.training
+    plot_boxes(tmp_path / "boxes.png", model, xs, np.zeros((12, 3), np.int64), pred, theta)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.train()
+    predict(model, xs, 5)
+    assert model.training
