@@ -158,7 +158,8 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
         tried.append({"run": str(other), "command": otrain["command"], "val_digit_error": best_val,
                       "wall_time_s": round(otrain["wall_time_s"], 1),
                       "transform": otrain["opts"]["transform"], "start_scale": otrain["opts"]["start_scale"],
-                      "loc_lr_scale": otrain["opts"]["loc_lr_scale"], **oev})
+                      "loc_lr_scale": otrain["opts"]["loc_lr_scale"], "steps": otrain["opts"]["steps"],
+                      "threads": otrain["opts"]["threads"], **oev})
     base = None
     curves = {f"{train['arch']} (this model)": train["history"]}
     if baseline:
@@ -223,7 +224,8 @@ def markdown(card: dict[str, Any]) -> str:
         lines.append(f"| {name} | {_pct(d)} | {_pct(s)} | {p:,} | {t / 60:.1f} min |")
     for o in card.get("other_runs") or []:
         lines.append(f"| another run: {o['transform']}, start {o['start_scale']}, localisation "
-                     f"{o['loc_lr_scale']}x the rate (validation {_pct(o['val_digit_error'])}) | "
+                     f"{o['loc_lr_scale']}x the rate, {o['steps']:,} steps on {o['threads']} thread"
+                     f"{'s' if o['threads'] > 1 else ''} (validation {_pct(o['val_digit_error'])}) | "
                      f"{_pct(o['digit_error'])} | {_pct(o['sequence_error'])} | | {o['wall_time_s'] / 60:.1f} min |")
     for name, v in card["anchors"].items():
         lines.append(f"| {name} | {_pct(v)} | | | |")
@@ -250,8 +252,9 @@ def markdown(card: dict[str, Any]) -> str:
         f"- {card['steps']:,} steps of {card['training']['batch_size']} (AdamW, one-cycle learning rate "
         f"{card['training']['lr']}, the localisation {card['training']['loc_lr_scale']}x), best validation at "
         f"step {card['best_step']:,} ({_pct(card['val_digit_error'])} per digit).",
-        f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} thread "
-        f"(the baseline trained beside it on the other core), torch {hw['torch']}.", "",
+        f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch "
+        f"thread{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}; the baseline and the first "
+        "configuration trained side by side, one core each.", "",
         "Reproduce:", "", "```", card["command"],
     ]
     if base:
