@@ -109,6 +109,12 @@ def _conv_out(n: int) -> int:
     return n // 2
 
 
+def sample_filled(x: Tensor, grid: Tensor, fill: float) -> Tensor:
+    """Bilinear ``GridSample`` of ``x`` at ``grid`` reading ``fill`` (normalised black) outside the input:
+    differentiable in the grid (rounding to integer indices would have zero gradient)."""
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+
+
 class LocNet(nn.Module):
     """Localisation net: a small CNN on the input (first halved by max-pooling) regressing the parameters.
 
@@ -152,9 +158,7 @@ class SpatialTransformer(nn.Module):
         self.fill = -cfg.mean / cfg.std  # normalised black
 
     def sample(self, x: Tensor, grid: Tensor) -> Tensor:
-        # Bilinear, so the output is differentiable in the grid (rounding would give zero gradient).
-        out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out + self.fill
+        return sample_filled(x, grid, self.fill)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         p = self.loc(x)  # (B, num_params)
@@ -263,8 +267,7 @@ class BaselineCNN(nn.Module):
         check_input(x, self.config)
         theta = self.theta_id.expand(x.shape[0], 2, 3)
         grid = affine_grid(theta, self.output_size)
-        rectified = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros",
-                                  align_corners=False) + self.fill
+        rectified = sample_filled(x, grid, self.fill)
         return self.classifier(rectified), theta, rectified
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from model.photo import (
     ASPECTS,
@@ -46,9 +46,11 @@ from model.photo import (
     _illumination,
     _surface,
     _warp_mask,
+    frame_size,
     glyph,
     ink_extent,
     photo_input,
+    stroke,
 )
 
 MAX_DIGITS = 5
@@ -76,19 +78,6 @@ class NumberPhoto:
         return pts @ np.array([[c, s], [-s, c]]) + self.centres[i]
 
 
-def _stroke(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
-    r = rng.random()
-    if r < 0.15:
-        thin = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3)),
-                          dtype=np.float32) / 255.0
-        return thin if thin.sum() >= 0.5 * mask.sum() else mask
-    if r < 0.45:
-        size = 3 if rng.random() < 0.7 else 5
-        return np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(size)),
-                          dtype=np.float32) / 255.0
-    return mask
-
-
 class NumberGenerator:
     """Renders photos of numbers from ``images`` (N, 28, 28) uint8 with ``labels``, and ``fonts``."""
 
@@ -113,9 +102,7 @@ class NumberGenerator:
         p: dict[str, Any] = {"n_digits": n}
         kind = str(rng.choice(["plain", "ruled", "squared", "board"], p=[0.55, 0.20, 0.13, 0.12]))
         long_side = int(rng.integers(256, 449))
-        aw, ah = ASPECTS[int(rng.integers(len(ASPECTS)))]
-        w, h = (long_side, max(8, round(long_side * ah / aw))) if aw >= ah else \
-            (max(8, round(long_side * aw / ah)), long_side)
+        w, h = frame_size(long_side, ASPECTS[int(rng.integers(len(ASPECTS)))])
         p.update(surface=kind, frame=(w, h))
 
         # The digits' masks, cropped to their ink.
@@ -129,7 +116,7 @@ class NumberGenerator:
             else:
                 k = int(rng.integers(len(self.images)))
                 label, mask = int(self.labels[k]), self.images[k].astype(np.float32) / 255.0
-            mask = _stroke(rng, mask)
+            mask = stroke(rng, mask)
             x0, y0, x1, y1 = ink_extent(mask)
             masks.append(mask[int(y0):int(y1), int(x0):int(x1)])
             labels.append(label)

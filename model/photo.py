@@ -201,6 +201,29 @@ def _surface(rng: np.random.Generator, kind: str, h: int, w: int) -> tuple[np.nd
     return img, tone
 
 
+def frame_size(long_side: int, aspect: tuple[int, int]) -> tuple[int, int]:
+    """(W, H) of a frame of aspect ratio W:H whose longer side is ``long_side`` (the shorter at least 8)."""
+    aw, ah = aspect
+    if aw >= ah:
+        return long_side, max(8, round(long_side * ah / aw))
+    return max(8, round(long_side * aw / ah)), long_side
+
+
+def stroke(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """The pen: ``mask`` thinned (min-filter 3, kept where at least half the ink survives) with probability
+    0.15, thickened (max-filter 3, or 5 with probability 0.3) with probability 0.3, else as it is."""
+    r = rng.random()
+    if r < 0.15:
+        thin = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3)),
+                          dtype=np.float32) / 255.0
+        return thin if thin.sum() >= 0.5 * mask.sum() else mask  # else it thinned away: keep the original
+    if r < 0.45:
+        size = 3 if rng.random() < 0.7 else 5
+        return np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(size)),
+                          dtype=np.float32) / 255.0
+    return mask
+
+
 def _camera(rng: np.random.Generator, img: np.ndarray) -> tuple[Image.Image, dict[str, Any]]:
     """The sensor and the lens: Gaussian noise, then blur, on the (H, W) luminance in 0..255; returns the
     8-bit image and the parameters drawn, the JPEG quality the photo is to be saved at among them."""
@@ -284,10 +307,7 @@ class PhotoGenerator:
         else:
             long_side = int(rng.integers(288, 449))
             aw, ah = ASPECTS[int(rng.integers(len(ASPECTS)))]
-        if aw >= ah:
-            w, h = long_side, max(8, round(long_side * ah / aw))
-        else:
-            w, h = max(8, round(long_side * aw / ah)), long_side
+        w, h = frame_size(long_side, (aw, ah))
         p["frame"] = (w, h)
 
         # The digit.
@@ -304,16 +324,7 @@ class PhotoGenerator:
             label = int(self.labels[i])
             mask = self.images[i].astype(np.float32) / 255.0
             p["mnist_index"] = i
-        r = rng.random()
-        if r < 0.15:
-            thin = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3)),
-                              dtype=np.float32) / 255.0
-            if thin.sum() >= 0.5 * mask.sum():  # else it thinned away: keep the original
-                mask = thin
-        elif r < 0.45:
-            size = 3 if rng.random() < 0.7 else 5
-            mask = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(size)),
-                              dtype=np.float32) / 255.0
+        mask = stroke(rng, mask)
         x0, y0, x1, y1 = ink_extent(mask)
         iw, ih = x1 - x0, y1 - y0
         angle = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE))

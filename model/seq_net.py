@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.multi import NO_DIGIT, SequenceHead, start_offsets, start_params
-from model.nets import Classifier, ModelConfig, check_input, full_config
+from model.nets import Classifier, ModelConfig, check_input, full_config, sample_filled
 from model.transforms import affine_grid, build_family
 
 OUTPUT_NAMES = ["length_logits", "digit_logits", "theta", "rectified"]
@@ -86,9 +86,7 @@ class SequenceSTN(nn.Module):
                                  NO_DIGIT + 1, cfg.dropout)
 
     def sample(self, x: Tensor, p: Tensor) -> Tensor:
-        grid = self.family.grid(p)
-        return F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros",
-                             align_corners=False) + self.fill
+        return sample_filled(x, self.family.grid(p), self.fill)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         check_input(x, self.config)
@@ -121,7 +119,6 @@ class SequenceCNN(nn.Module):
         check_input(x, self.config)
         theta = self.theta_id.expand(x.shape[0], 2, 3)
         grid = affine_grid(theta, self.output_size)
-        resized = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=False) + self.fill
+        resized = sample_filled(x, grid, self.fill)
         length_logits, digit_logits = self.head(self.trunk(self.features(resized)))
         return length_logits, digit_logits, theta[:, None], resized[:, None]
