@@ -53,6 +53,7 @@ from export.verify import (
     compare,
     cpu_session,
     error_count,
+    label_count,
     onnx_outputs,
     random_images,
     verify,
@@ -67,7 +68,7 @@ FORMAT = "stn-onnx/1"
 INPUT_NAME = "image"
 BATCH_DIM = "N"
 PARAM_OUTPUTS = ("theta", "homography", "control_points")
-SEQUENCE_ARCHS = ("seq", "seqcnn")
+SEQUENCE_ARCHS = ("seq", "seqcnn", "number", "numbercnn")
 # Ops that onnxruntime's CUDA execution provider implements at opset 18 for the types used here (checked
 # against onnxruntime's docs/OperatorKernels.md, CUDAExecutionProvider section). GridSample is float32 only
 # there, which is why the FP16 variant keeps the sampler in float32 (export/fp16.py). Anything else in a
@@ -79,6 +80,9 @@ CUDA_OPS = frozenset({
     # The photo model (model/photo_net.py): AveragePool-11, Exp-13, ReduceMean-18, ReduceSum-13 and
     # Softmax-13 have float CUDA kernels (onnxruntime's cuda_execution_provider.cc registrations).
     "AveragePool", "Exp", "ReduceMean", "ReduceSum", "Softmax",
+    # The number model (model/number_net.py) turns its line strip: Cos-7 and Sin-7 have float CUDA kernels
+    # (the same registrations).
+    "Cos", "Sin",
 })
 METADATA_KEYS = ("stn.labels", "stn.input_size", "stn.output_size", "stn.mean", "stn.std", "stn.polarity",
                  "stn.transform", "stn.param_output", "stn.num_classes", "stn.dataset", "stn.test_error",
@@ -116,11 +120,18 @@ def expected_io(config: ModelConfig, output_names: Sequence[str]) -> dict[str, l
     oh, ow = config.output_size
     c = int(config.in_channels)
     if is_sequence(config):
-        length, digits, theta, rectified = output_names
-        n = int(config.max_len) if config.arch == "seq" else 1  # transformers: one per position, or none
-        return {INPUT_NAME: [c, int(h), int(w)], length: [int(config.max_len) + 1],
-                digits: [int(config.max_len), int(config.num_classes) + 1], theta: [n, 2, 3],
-                rectified: [n, c, int(oh), int(ow)]}
+        length, digits, theta, rectified, *extra = output_names
+        # transformers: one per position, or none (the baselines)
+        n = int(config.max_len) if config.arch in ("seq", "number") else 1
+        io = {INPUT_NAME: [c, int(h), int(w)], length: [int(config.max_len) + 1],
+              digits: [int(config.max_len), int(config.num_classes) + 1], theta: [n, 2, 3],
+              rectified: [n, c, int(oh), int(ow)]}
+        if config.arch == "number":  # the line transformer's theta and strip (model.number_net)
+            from model.number_net import STRIP_SIZE
+
+            io[extra[0]] = [2, 3]
+            io[extra[1]] = [c, *STRIP_SIZE]
+        return io
     logits, params, rectified, *extra = output_names
     io = {
         INPUT_NAME: [int(config.in_channels), int(h), int(w)],
@@ -240,9 +251,9 @@ def metadata(ckpt: dict[str, Any], config: ModelConfig, output_names: Sequence[s
         "stn.mean": repr(mean),
         "stn.std": repr(std),
         "stn.polarity": str(data.get("polarity", "white_on_black")),
-        "stn.transform": config.transform if config.arch in ("stcnn", "photo", "seq") else "none",
+        "stn.transform": config.transform if config.arch in ("stcnn", "photo", "seq", "number") else "none",
         "stn.resize": str(data.get("resize", "stretch")),
-        "stn.padding": "border" if config.arch == "photo" else "zeros",
+        "stn.padding": "border" if config.arch in ("photo", "number", "numbercnn") else "zeros",
         "stn.param_output": "theta" if is_sequence(config) else output_names[1],
         "stn.num_classes": str(num_classes),
         "stn.dataset": str(data.get("dataset", "")),
@@ -303,7 +314,7 @@ class ExportResult:
 def default_name(ckpt: dict[str, Any]) -> str:
     """``mnist-rts`` + ``affine`` -> ``mnist_rts_affine`` (``cnn`` for the baseline)."""
     cfg = ckpt["config"]
-    kind = "cnn" if cfg.get("arch") in ("cnn", "seqcnn") else cfg.get("transform", "affine")
+    kind = "cnn" if cfg.get("arch") in ("cnn", "seqcnn", "numbercnn") else cfg.get("transform", "affine")
     dataset = str((ckpt.get("data") or {}).get("dataset") or "model")
     return f"{dataset}_{kind}".replace("-", "_").replace(".", "_")
 
@@ -320,6 +331,12 @@ def _test_data(ckpt: dict[str, Any], data_dir: str | Path | None) -> tuple[Tenso
         xs, ys, _ = sequence.test_set(load_mnist(data_dir))
         cfg = full_config(ckpt["config"])
         return (torch.from_numpy(xs)[:, None].float() / 255.0 - cfg.mean) / cfg.std, torch.from_numpy(ys)
+    if dataset == "number-photo":
+        from model.number import test_set as number_test_set
+
+        side = full_config(ckpt["config"]).input_size[0]
+        xs, ys, _ = number_test_set(load_mnist(data_dir), side)
+        return torch.from_numpy(xs)[:, None].float() / 255.0, torch.from_numpy(ys)
     if dataset == "photo":
         from model.data import load_mnist
         from model.photo import test_set as photo_test_set
@@ -555,7 +572,7 @@ def _export_fp16(proto: onnx.ModelProto, name: str, staging: Path, session32: An
                           f"{result['inputs']}; the float16 conversion is broken")
     if test is not None:
         errors = error_count(onnx_outputs(session16, test[0]), test[1])
-        result["test_error"] = format_error_rate(errors, int(test[1].numel()))
+        result["test_error"] = format_error_rate(errors, label_count(test[1]))
         result["test_errors"] = errors
         set_metadata(proto16, {**meta, "stn.version": f"{FORMAT}:{name16}",
                                "stn.test_error": result["test_error"]})

@@ -185,6 +185,13 @@ def error_count(outputs: Sequence[np.ndarray], labels: Tensor | np.ndarray) -> i
     return int((digits[:, : y.shape[1]] != y).sum())
 
 
+def label_count(labels: Tensor | np.ndarray) -> int:
+    """What ``error_count`` counts errors out of: the samples; for a sequence model, the true digits
+    (positions past a number's end hold ``NO_DIGIT``)."""
+    y = labels.numpy() if isinstance(labels, Tensor) else labels
+    return int((y != NO_DIGIT).sum()) if y.ndim == 2 else int(y.size)
+
+
 def verify(model: nn.Module, session: ort.InferenceSession, names: Sequence[str], *,
            input_size: Sequence[int], mean: float, std: float,
            real: Tensor | None = None, test: tuple[Tensor, Tensor] | None = None,
@@ -210,7 +217,7 @@ def verify(model: nn.Module, session: ort.InferenceSession, names: Sequence[str]
         report.parity.append(compare(f"random images, batch {n}", names, ref, got, tol))
     if test is not None:
         x, y = test
-        report.test = TestErrors(n=int(y.numel()), torch_errors=error_count(torch_outputs(model, x), y),
+        report.test = TestErrors(n=label_count(y), torch_errors=error_count(torch_outputs(model, x), y),
                                  onnx_errors=error_count(onnx_outputs(session, x), y))
     for p in report.parity:
         deltas = ", ".join(f"max|d{k}| {v:.2g}" for k, v in p.max_abs.items())

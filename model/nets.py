@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from model.transforms import FAMILIES, Family, affine_grid, build_family
 
-ARCHS = ("stcnn", "cnn", "photo", "seq", "seqcnn")
+ARCHS = ("stcnn", "cnn", "photo", "seq", "seqcnn", "number", "numbercnn")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class ModelConfig:
     """What a model takes, and its defaults (checkpoints store it as a dict: ``to_dict`` / ``from_dict``)."""
 
     arch: str = "stcnn"  # "stcnn" (spatial transformer + classifier), "cnn" (the classifier alone), "photo",
-    # or the sequence models (model.seq_net): "seq" (parallel transformers, one per digit) and "seqcnn"
+    # or the sequence models (model.seq_net): "seq" (parallel transformers, one per digit) and "seqcnn",
+    # and the number-photo models (model.number_net): "number" and its baseline "numbercnn"
     transform: str = "affine"  # the transformer's family (model.transforms.FAMILIES)
     in_channels: int = 1
     input_size: tuple[int, int] = (42, 42)  # (H, W) of the input
@@ -42,7 +43,8 @@ class ModelConfig:
     dropout: float = 0.3
     mean: float = 0.1307  # input normalisation: (pixel / 255 - mean) / std
     std: float = 0.3081
-    # arch "photo" only (model.photo_net): the coarse localisation view and the glimpse, in pixels.
+    # arch "photo" and "number" (model.photo_net, model.number_net): the coarse localisation view; "photo"
+    # also the glimpse, in pixels.
     view_size: int = 64
     glimpse_size: int = 48
     # arch "seq" / "seqcnn" only (model.seq_net): up to ``max_len`` digits, one transformer per position,
@@ -285,6 +287,10 @@ def build_model(config: dict[str, Any] | ModelConfig) -> nn.Module:
         from model.seq_net import SequenceCNN, SequenceSTN
 
         return SequenceSTN(cfg) if cfg.arch == "seq" else SequenceCNN(cfg)
+    if cfg.arch in ("number", "numbercnn"):
+        from model.number_net import NumberCNN, NumberSTN
+
+        return NumberSTN(cfg) if cfg.arch == "number" else NumberCNN(cfg)
     raise ValueError(f"unknown arch {cfg.arch!r}; choose {', '.join(repr(a) for a in ARCHS)}")
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from model.multi import NO_DIGIT
 from model.photo import (
     ASPECTS,
     CROP_PER_INK,
+    TEST_FONT_DIRS,
     _camera,
     _illumination,
     _surface,
     _warp_mask,
+    font_files,
     frame_size,
     glyph,
     ink_extent,
@@ -230,3 +234,31 @@ def example(gen: NumberGenerator, rng: np.random.Generator, side: int,
     photo = gen.render(rng, n_digits)
     x, mapping = photo_input(photo.data, side)
     return x, photo.labels, crop_thetas(photo, mapping, side)
+
+
+def fixed_set(images: np.ndarray, labels: np.ndarray, fonts: list[str], seed: int | Sequence[int], n: int,
+              side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` number photos drawn once, lengths 1-5 in turn.
+
+    Returns inputs (n, side, side) uint8, digits (n, 5) int64 (``NO_DIGIT`` = 10 past each number's end)
+    and target thetas (n, 5, 2, 3) float32 (zero past the end)."""
+    gen = NumberGenerator(images, labels, fonts)
+    rng = np.random.default_rng(seed)
+    xs = np.empty((n, side, side), np.uint8)
+    ys = np.full((n, MAX_DIGITS), NO_DIGIT, np.int64)
+    ts = np.zeros((n, MAX_DIGITS, 2, 3), np.float32)
+    for i in range(n):
+        x, digits, thetas = example(gen, rng, side, i % MAX_DIGITS + 1)
+        xs[i] = np.round(x * 255).astype(np.uint8)
+        ys[i, : len(digits)] = digits
+        ts[i, : len(digits)] = thetas
+    return xs, ys, ts
+
+
+TEST_SEED = 20_261_202
+TEST_NUMBERS = 2000
+
+
+def test_set(data: dict[str, Any], side: int, n: int = TEST_NUMBERS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed held-out numbers: MNIST-test digits, the held-out fonts, its own seed."""
+    return fixed_set(data["test_images"], data["test_labels"], font_files(TEST_FONT_DIRS), TEST_SEED, n, side)

@@ -1,0 +1,333 @@
+"""The number model's card: ``card.json`` + ``card.md`` in the run folder, with its figures.
+
+    python -m model.number_card runs/number --name stn_number --baseline runs/number_cnn
+
+Measures the held-out set (``model.number.test_set``: 2,000 photos of numbers, lengths 1-5 in turn, MNIST-test
+digits and the held-out fonts, its own seed) with PyTorch, for the transformer model and its baseline, so that
+``stn-export`` can check the ONNX model against it: whole numbers wrong and digits wrong (misread, missed or
+added), each with its 95 % interval, per length too; and where the transformers look: for every test digit,
+whether the centre of its true crop lies inside the window of the transformer that read its position.
+Figures: training photos with their digits' boxes, test photos with the line strip and each digit
+transformer's window and crop, the windows' centres along the line over the test set (one colour per
+transformer: the transformers sharing the work), and the training curves of both models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from model import data as mnist
+from model import number, number_pool
+from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from model.multi import NO_DIGIT
+from model.nets import count_params
+from model.number_net import NumberSTN
+from model.number_train import VAL_SEED, errors, predict
+from model.seq_card import COLOURS, centres_inside, corners_px
+
+GOALS = {"number_error": 0.05, "digit_error": 0.015}  # issue #11: at most 5 % of numbers, 1.5 % of digits
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def generator_table() -> str:
+    doc = number.__doc__ or ""
+    m = re.search(r"(=+ +=+\n.*?\n=+ +=+\n)", doc, re.S)
+    return m.group(1) if m else ""
+
+
+def measure(run: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[nn.Module, dict[str, Any],
+                                                                                  dict[str, Any], np.ndarray,
+                                                                                  np.ndarray]:
+    """-> model, checkpoint, errors (with counts, intervals and per length), digits read (N, L), theta."""
+    model, ckpt = load_checkpoint(run / "best.ckpt")
+    xs, ys, thetas = test
+    pred, theta = predict(model, xs, 100)
+    ev: dict[str, Any] = errors(pred, ys)
+    wrong = pred != ys
+    n_digits = int((ys != NO_DIGIT).sum())
+    ev.update(numbers=len(ys), numbers_wrong=int(wrong.any(1).sum()), digits=n_digits,
+              digits_wrong=int(wrong.sum()))
+    ev["number_interval"] = wilson(ev["numbers_wrong"], len(ys))
+    ev["digit_interval"] = wilson(ev["digits_wrong"], n_digits)
+    lengths = (ys != NO_DIGIT).sum(1)
+    ev["by_length"] = {int(k): float(wrong[lengths == k].any(1).mean()) for k in np.unique(lengths)}
+    if theta.shape[1] == ys.shape[1]:  # one transformer per position: does window i hold digit i?
+        side = xs.shape[-1]
+        c = (thetas[..., 2] + 1) * side / 2  # (N, L, 2) true crops' centres, px
+        inside = centres_inside(theta, np.concatenate([c, c], -1), side)
+        ev["centre_in_window"] = float(inside[ys != NO_DIGIT].mean())
+    return model, ckpt, ev, pred, theta
+
+
+def montage_training(path: Path, pool: Path, n: int = 16) -> None:
+    """Training photos from the pool as the model sees them, each digit's target crop drawn."""
+    from PIL import Image, ImageDraw
+
+    x, d, t = number_pool.load(pool)
+    tiles = []
+    for i in range(n):
+        im = Image.fromarray(np.asarray(x[i])).convert("RGB")
+        draw = ImageDraw.Draw(im)
+        k = int((d[i] != NO_DIGIT).sum())
+        for j in range(k):
+            pts = [tuple(p) for p in corners_px(t[i, j], 256)]
+            draw.line(pts + [pts[0]], fill=COLOURS[j], width=2)
+        draw.text((4, 2), "".join(map(str, d[i, :k])), fill=(40, 200, 255))
+        tiles.append(im)
+    cols = 8
+    w, h = tiles[0].size
+    sheet = Image.new("RGB", (cols * w, math.ceil(n / cols) * h))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
+    sheet.save(path)
+
+
+@torch.no_grad()
+def plot_boxes(path: Path, model: nn.Module, xs: np.ndarray, ys: np.ndarray, pred: np.ndarray, theta: np.ndarray,
+               n_examples: int = 12) -> None:
+    """Left: test photos with the line strip (white) and each digit transformer's window, and the crops.
+    Right: every window's centre in the line's own coordinates over the test set, one colour per transformer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Polygon
+
+    model.eval()
+    side = xs.shape[-1]
+    n_t = theta.shape[1]
+    # Photos of every length, in turn (the set is in length order 1..5 repeating).
+    pick = list(range(n_examples))
+    x = torch.from_numpy(xs[pick]).float()[:, None] / 255.0
+    out = model(x)
+    crops, t_line = out[3], out[4] if len(out) > 4 else None
+    cols = 4
+    rows = (n_examples + cols - 1) // cols
+    fig = plt.figure(figsize=(3.2 * cols + 5, 3.3 * rows))
+    grid = fig.add_gridspec(rows, cols + 2)
+    for k, i in enumerate(pick):
+        ax = fig.add_subplot(grid[k // cols, k % cols])
+        ax.imshow(xs[i], cmap="gray", vmin=0, vmax=255)
+        if t_line is not None:
+            ax.add_patch(Polygon(corners_px(t_line[k].numpy(), side) - 0.5, closed=True, fill=False, lw=1,
+                                 edgecolor="white", ls="--"))
+        n_read = int((pred[i] != NO_DIGIT).sum())
+        for t in range(min(n_t, max(n_read, 1))):
+            ax.add_patch(Polygon(corners_px(theta[i, t], side) - 0.5, closed=True, fill=False, lw=1.5,
+                                 edgecolor=np.array(COLOURS[t % len(COLOURS)]) / 255))
+        strip = np.concatenate([crops[k, t, 0].numpy() for t in range(crops.shape[1])], axis=1)
+        ax.imshow(strip, cmap="gray", extent=(0, 0.16 * side * crops.shape[1], side, 0.84 * side), aspect="auto")
+        read = "".join(str(d) for d in pred[i] if d != NO_DIGIT)
+        true = "".join(str(d) for d in ys[i] if d != NO_DIGIT)
+        ok = read == true
+        ax.set_title(f"read {read}" + ("" if ok else f" (true {true})"), fontsize=8, color="green" if ok else "red")
+        ax.set(xlim=(0, side), ylim=(side, 0), xticks=[], yticks=[])
+    ax = fig.add_subplot(grid[:, cols:])
+    if n_t > 1:
+        # Each window's centre relative to the number's first and last windows: 0 = the first, 1 = the last.
+        lengths = (pred != NO_DIGIT).sum(1)
+        for t in range(n_t):
+            keep = lengths > t
+            c = theta[keep, t, :, 2]
+            first, last = theta[keep, 0, :, 2], theta[keep, np.maximum(lengths[keep] - 1, 0), :, 2]
+            span = np.linalg.norm(last - first, axis=1)
+            along = np.where(span > 1e-6, ((c - first) * (last - first)).sum(1) / np.maximum(span, 1e-6) ** 2, 0)
+            ax.scatter(along, lengths[keep] + (t - n_t / 2) * 0.08, s=3,
+                       color=np.array(COLOURS[t % len(COLOURS)]) / 255, alpha=0.5, label=f"transformer {t}")
+        ax.set(xlabel="window centre along the line (first digit 0, last 1)", ylabel="digits read",
+               title=f"where each transformer looks, {len(pred):,} test photos")
+        ax.legend(fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_curves(path: Path, runs: dict[str, list[dict[str, Any]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, history in runs.items():
+        steps = [h["step"] for h in history]
+        a1.plot(steps, [100 * h["val_number_error"] for h in history], marker=".", label=name)
+        a2.plot(steps, [100 * h["val_digit_error"] for h in history], marker=".", label=name)
+    a1.set(xlabel="step", ylabel="numbers wrong (%)", yscale="log", title="validation: whole numbers")
+    a2.set(xlabel="step", ylabel="digits wrong (%)", yscale="log", title="validation: digits")
+    for a in (a1, a2):
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f} %"
+
+
+def _iv(iv: list[float] | tuple[float, float]) -> str:
+    return f"{100 * iv[0]:.2f}-{100 * iv[1]:.2f}"
+
+
+def write(run: Path, baseline: Path | None, name: str | None = None) -> dict[str, Any]:
+    data = mnist.load_mnist(None)
+    train = json.loads((run / "train.json").read_text())
+    side = int(train["opts"]["input_size"])
+    test = number.test_set(data, side)
+    model, ckpt, ev, pred, theta = measure(run, test)
+    assert isinstance(model, NumberSTN)
+    base = None
+    curves = {f"{train['arch']} (this model)": train["history"]}
+    if baseline:
+        btrain = json.loads((baseline / "train.json").read_text())
+        bmodel, _, bev, _, _ = measure(baseline, test)
+        base = {"run": str(baseline), "arch": btrain["arch"], "params": count_params(bmodel),
+                "wall_time_s": round(btrain["wall_time_s"], 1), "command": btrain["command"],
+                "model_config": read_checkpoint(baseline / "best.ckpt")["config"], **bev}
+        curves[f"{btrain['arch']} (baseline)"] = btrain["history"]
+    cfg = ckpt["config"]
+    history = train["history"]
+    best = min(history, key=lambda h: h["val_number_error"])
+    pool = train["pool"]
+    steps, batch = int(train["opts"]["steps"]), int(train["opts"]["batch_size"])
+    card: dict[str, Any] = {
+        "name": name or run.name, "run": str(run), "arch": cfg["arch"], "transform": cfg["transform"],
+        "dataset": ckpt["data"]["dataset"], **{f"test_{k}": v for k, v in ev.items()},
+        "test_error": ev["digit_error"],
+        "test_set": f"{len(test[1]):,} photos drawn once by model.number.test_set (lengths 1-5 in turn, MNIST-test "
+                    f"digits, the held-out fonts fonts-urw-base35, seed {number.TEST_SEED})",
+        "val_number_error": best["val_number_error"], "val_digit_error": best["val_digit_error"],
+        "best_step": best["step"], "steps": steps, "params": count_params(model),
+        "wall_time_s": round(train["wall_time_s"], 1), "cpu_time_s": round(train["cpu_time_s"], 1),
+        "hardware": train["hardware"], "command": train["command"], "training": train["opts"],
+        "model_config": cfg, "history": history, "baseline": base, "goals": GOALS, "pool": pool,
+        "data": {"source": "MNIST (LeCun, Cortes, Burges) and Debian's fonts",
+                 "checksums_sha256": ckpt["data"]["checksums"],
+                 "train": f"a pool of {pool['request']['n']:,} photos rendered once (model.number_pool, seed "
+                          f"{pool['request']['seed']}, {pool['render_s'] / 60:.1f} min on {pool['workers']} "
+                          f"processes) from MNIST-train digits 0-54,999 and the training fonts; {steps:,} steps "
+                          f"of {batch} draw each photo {steps * batch / pool['request']['n']:.1f} times on average",
+                 "validation": f"{train['opts']['val_size']:,} photos of MNIST-train digits 55,000-59,999 and the "
+                               f"training fonts, drawn once (seed {VAL_SEED}; model selection)"},
+        "generator": generator_table(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    montage_training(run / "training_photos.png", Path(train["opts"]["pool"]))
+    plot_curves(run / "curves.png", curves)
+    plot_boxes(run / "boxes.png", model, test[0], test[1], pred, theta)
+    (run / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (run / "card.md").write_text(markdown(card))
+    save_checkpoint(run / "best.ckpt", model, cfg, ckpt["data"], {**ckpt["metrics"], "test_error": ev["digit_error"]},
+                    card=card)
+    return card
+
+
+def markdown(card: dict[str, Any]) -> str:
+    base = card["baseline"]
+    hw = card["hardware"]
+    tr = card["training"]
+    rows = [("this model: line transformer, then 5 affine digit transformers in parallel", card, card["params"],
+             card["wall_time_s"])]
+    if base:
+        rows.append((f"baseline: {base['arch']}, the same classifier on the whole photo at "
+                     f"{base['model_config']['output_size'][0]} px", {f"test_{k}": v for k, v in base.items()},
+                     base["params"], base["wall_time_s"]))
+    lines = [
+        f"# Model card: {card['name']}", "",
+        "Reads a number of 1-5 digits in a phone photo, handwritten or printed, on paper or a board, the line "
+        "turned up to ±15° and 35-85 % of the photo's width (the house-number use). Three kinds of spatial "
+        "transformer (`model/number_net.py`): a line transformer localised on a 64 px view finds the number and "
+        "samples a 32x160 strip along it from the letterboxed 256 px photo; five affine digit transformers, "
+        "localised on the strip, each sample one digit's 32 px crop from the full 256 px input; a shared "
+        "reader classifies the crops and a length head says how many digits there are. Every transformer's "
+        "parameters and samples are outputs of the graph (`theta`, `rectified`, `line_theta`, `line`).", "",
+        f"## Results on the held-out set ({card['test_set']})", "",
+        "| model | numbers wrong (95 % interval) | digits wrong (95 % interval) | parameters | training time |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, m, p, t in rows:
+        lines.append(f"| {label} | {_pct(m['test_number_error'])} ({_iv(m['test_number_interval'])}) | "
+                     f"{_pct(m['test_digit_error'])} ({_iv(m['test_digit_interval'])}) | {p:,} | {t / 60:.1f} min |")
+    goal_n, goal_d = card["goals"]["number_error"], card["goals"]["digit_error"]
+    met_n = card["test_number_error"] <= goal_n
+    met_d = card["test_digit_error"] <= goal_d
+    lines += [
+        "",
+        f"{card['test_numbers_wrong']} of {card['test_numbers']:,} numbers and {card['test_digits_wrong']} of "
+        f"{card['test_digits']:,} digits wrong (a digit misread, missed or added counts). Goals (the numbers "
+        f"issue): at most {_pct(goal_n)} of numbers ({'met' if met_n else '**not met**'}), "
+        f"{_pct(goal_d)} of digits ({'met' if met_d else '**not met**'}).", "",
+        "Numbers wrong by length: " + ", ".join(f"{k} digit{'s' if int(k) > 1 else ''} {_pct(v)}"
+                                                for k, v in card["test_by_length"].items())
+        + (" (baseline: " + ", ".join(f"{k}: {_pct(v)}" for k, v in base["by_length"].items()) + ")"
+           if base else "") + ".",
+    ]
+    if card.get("test_centre_in_window") is not None:
+        lines += ["", f"Where the transformers look: the centre of digit i's true crop lies inside transformer i's "
+                  f"window for {_pct(card['test_centre_in_window'])} of the test digits."]
+    lines += [
+        "", "![where each transformer looks](boxes.png)", "",
+        "Left: test photos with the line strip (dashed) and the windows of the digit transformers that read a "
+        "digit (red: digit 0, green: 1, blue: 2, yellow: 3, violet: 4), and at the bottom the five crops the "
+        "reader saw. Right: where each transformer's window sits along the line, over the whole test set: "
+        "transformer i takes the i-th digit of every number, whatever its length.", "",
+        "![training photos](training_photos.png)", "",
+        "Training photos as the model sees them (letterboxed 256x256), with each digit's target crop.", "",
+        "![training curves](curves.png)", "",
+        "## Training", "",
+        f"- Data: {card['data']['train']}. Validation: {card['data']['validation']}. MNIST-test is read only for "
+        "the held-out set above.",
+        "- Loss: cross-entropy of the length and of each digit, plus the generator's boxes as supervision of "
+        "the localisation (each crop's corners, the line's centre, height and angle, the line heat map), plus "
+        "cross-entropy on the true crops fading from 1 to 0 over the first half (`model.number_train`).",
+        f"- {card['steps']:,} steps of {tr['batch_size']} (AdamW, one-cycle learning rate {tr['lr']}), best "
+        f"validation at step {card['best_step']:,} ({_pct(card['val_number_error'])} of numbers, "
+        f"{_pct(card['val_digit_error'])} of digits).",
+        f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch thread"
+        f"{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}; the baseline trained side by side, one "
+        "core each, after the pool was rendered.", "",
+        "Generator (`model/number.py`, built on `model/photo.py`):", "", "```", card["generator"].rstrip(), "```", "",
+        "Reproduce:", "", "```",
+        f"python -m model.number_pool --n {card['pool']['request']['n']} --workers 2 --out {tr['pool']}",
+        card["command"],
+    ]
+    if base:
+        lines.append(base["command"])
+    lines += [f"python -m model.number_card {card['run']} --name {card['name']}"
+              + (f" --baseline {base['run']}" if base else ""), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m model.number_card", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path)
+    p.add_argument("--baseline", type=Path, help="the baseline's run folder, for the side-by-side")
+    p.add_argument("--name", help="the model's name on its card (default: the run folder's)")
+    a = p.parse_args(argv)
+    card = write(a.run, a.baseline, a.name)
+    print(json.dumps({k: card[k] for k in ("name", "test_number_error", "test_digit_error")}))
+
+
+if __name__ == "__main__":
+    main()

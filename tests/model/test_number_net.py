@@ -1,0 +1,188 @@
+"""The number-photo models (model.number_net) and their trainer (model.number_train): shapes, the composed
+transforms, the line targets, the losses' gradients, and the pool."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from model.multi import NO_DIGIT
+from model.nets import build_model
+from model.number import fixed_set
+from model.number_net import LINE_PER_CROP, STRIP_ASPECT, STRIP_SIZE, NumberCNN, NumberSTN, compose, line_theta
+from model.number_train import errors, line_targets, number_losses
+from model.photo import TRAIN_FONT_DIRS, font_files
+
+SMALL = {"input_size": [256, 256], "output_size": [32, 32], "loc_hidden": 32, "cls_channels": [8, 8, 8],
+         "cls_hidden": 16, "max_len": 5, "mean": 0.0, "std": 1.0}
+OPTS = {"label_smoothing": 0.05, "loc_weight": 1.0}
+
+
+def test_number_stn_outputs_a_crop_per_position_and_the_line() -> None:
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "arch": "number"}).eval()
+    assert isinstance(model, NumberSTN)
+    length, digits, theta, crops, t_line, strip = model(torch.rand(2, 1, 256, 256))
+    assert length.shape == (2, 6) and digits.shape == (2, 5, NO_DIGIT + 1)
+    assert theta.shape == (2, 5, 2, 3) and crops.shape == (2, 5, 1, 32, 32)
+    assert t_line.shape == (2, 2, 3) and strip.shape == (2, 1, *STRIP_SIZE)
+    with pytest.raises(ValueError, match=r"input must be \(B, 1, 256, 256\)"):
+        model(torch.rand(2, 1, 128, 128))
+
+
+def test_number_cnn_has_the_sequence_contract() -> None:
+    model = build_model({**SMALL, "arch": "numbercnn", "output_size": [64, 64]}).eval()
+    assert isinstance(model, NumberCNN)
+    length, digits, theta, resized = model(torch.rand(3, 1, 256, 256))
+    assert length.shape == (3, 6) and digits.shape == (3, 5, NO_DIGIT + 1)
+    assert torch.equal(theta, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 1, 2, 3))
+    assert resized.shape == (3, 1, 1, 64, 64)
+
+
+def test_compose_maps_through_the_strip() -> None:
+    """A point of a digit crop goes crop -> strip (isotropic units) -> strip normalised -> input."""
+    torch.manual_seed(1)
+    t_line = line_theta(torch.tensor([[0.1, -0.2]]), torch.tensor([math.log(0.15)]), torch.tensor([0.3]))
+    rel = torch.randn(1, 5, 2, 3) * 0.5
+    theta = compose(t_line, rel)
+    pq = torch.tensor([0.4, -0.7, 1.0])
+    uv = rel[0] @ pq  # (5, 2) strip isotropic units
+    uv_n = torch.stack([uv[:, 0] / STRIP_ASPECT, uv[:, 1], torch.ones(5)], 1)
+    expected = uv_n @ t_line[0].T
+    assert torch.allclose(theta[0] @ pq, expected, atol=1e-6)
+    # The strip is STRIP_ASPECT times as long as it is high, in input pixels too (the input is square).
+    lin = t_line[0, :, :2]
+    assert lin[:, 0].norm() / lin[:, 1].norm() == pytest.approx(STRIP_ASPECT)
+    assert STRIP_SIZE[1] / STRIP_SIZE[0] == STRIP_ASPECT
+
+
+def test_line_targets_of_a_known_row() -> None:
+    """Three digits of half-side 0.1 along a row turned by 0.2 rad: centre, angle and strip height."""
+    angle, a = 0.2, 0.1
+    d = torch.tensor([math.cos(angle), math.sin(angle)])
+    centres = [torch.tensor([0.1, 0.0]) + k * 0.25 * d for k in range(3)]
+    theta = torch.zeros(1, 5, 2, 3)
+    for i, c in enumerate(centres):
+        theta[0, i, :, :2] = a * torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle),
+                                                                                    math.cos(angle)]])
+        theta[0, i, :, 2] = c
+    valid = torch.tensor([[True, True, True, False, False]])
+    c, hh, ang = line_targets(theta, valid)
+    assert torch.allclose(c[0], centres[1], atol=1e-6)
+    assert float(ang[0]) == pytest.approx(angle, abs=1e-6)
+    assert float(hh[0]) == pytest.approx(LINE_PER_CROP * a, rel=1e-5)
+    # One digit: its own angle.
+    c1, _, ang1 = line_targets(theta, torch.tensor([[True, False, False, False, False]]))
+    assert torch.allclose(c1[0], centres[0]) and float(ang1[0]) == pytest.approx(angle, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def photos(mnist: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fonts = font_files(TRAIN_FONT_DIRS)
+    if not fonts:
+        pytest.skip("no training fonts (tests/setup_system.sh installs them)")
+    return fixed_set(mnist["train_images"][:2000], mnist["train_labels"][:2000], fonts, 5, 10, 256)
+
+
+def test_the_true_strip_holds_every_digit(photos: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """With the line targets, every digit crop's centre lies inside the strip, the whole row within its
+    length: what the digit transformers localise on shows them all."""
+    _, digits, thetas = photos
+    d, t = torch.from_numpy(digits), torch.from_numpy(thetas)
+    valid = d != NO_DIGIT
+    c, hh, ang = line_targets(t, valid)
+    t_line = line_theta(c, hh.log(), ang)
+    inv = torch.linalg.inv(t_line[:, :, :2])
+    uv = (inv[:, None] @ (t[..., 2] - c[:, None])[..., None])[..., 0]  # strip normalised
+    inside = (uv[..., 0].abs() < 0.8) & (uv[..., 1].abs() < 0.5)
+    assert bool(inside[valid].all())
+
+
+def test_number_losses_reach_every_stage(photos: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "arch": "number"})
+    assert isinstance(model, NumberSTN)
+    x8, digits, thetas = photos
+    x = torch.from_numpy(x8[:4]).float()[:, None] / 255.0
+    loss, parts, logits = number_losses(model, x, torch.from_numpy(digits[:4]), torch.from_numpy(thetas[:4]),
+                                        OPTS, 0.5)
+    assert math.isfinite(float(loss)) and set(parts) >= {"length_ce", "digit_ce", "corner", "line", "ce_gt"}
+    loss.backward()
+    for name in ("line_loc.head.weight", "strip_loc.fc.weight", "reader.head.4.weight", "length.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
+def test_errors_count_misread_missed_and_added_digits() -> None:
+    t = NO_DIGIT
+    truth = np.array([[1, 2, 3, t, t], [4, 5, t, t, t]])
+    pred = np.array([[1, 2, 3, t, t], [4, 5, 6, t, t]])  # the second has a digit too many
+    assert errors(pred, truth) == {"number_error": 0.5, "digit_error": 1 / 5}
+    pred = np.array([[1, 2, t, t, t], [4, 6, t, t, t]])  # missed one, misread one
+    assert errors(pred, truth) == {"number_error": 1.0, "digit_error": 2 / 5}
+
+
+def test_fixed_set_is_reproducible_and_pads(mnist: dict[str, Any]) -> None:
+    fonts = font_files(TRAIN_FONT_DIRS)
+    if not fonts:
+        pytest.skip("no training fonts (tests/setup_system.sh installs them)")
+    gen_args = (mnist["train_images"][:500], mnist["train_labels"][:500], fonts)
+    a = fixed_set(*gen_args, 3, 5, 128)
+    b = fixed_set(*gen_args, 3, 5, 128)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    lengths = (a[1] != NO_DIGIT).sum(1)
+    assert lengths.tolist() == [1, 2, 3, 4, 5]
+    assert not a[2][0, 1:].any()  # zero thetas past the end
+
+
+def test_export_has_a_grid_sample_per_transformer_and_matches_torch() -> None:
+    """Six native GridSample nodes (the strip and five digits), every transformer's parameters and samples
+    among the outputs, and the graph computes what PyTorch does."""
+    import onnxruntime as ort
+
+    from export.onnx_export import check_graph, expected_io, export_graph
+    from model.nets import full_config
+
+    cfg = full_config({**SMALL, "arch": "number"})
+    torch.manual_seed(2)
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # transforms that depend on the input
+        torch.nn.init.normal_(model.strip_loc.fc.weight, std=0.01)
+        torch.nn.init.normal_(model.line_loc.head.weight, std=0.05)
+    proto = export_graph(model, cfg)
+    io = expected_io(cfg, model.output_names)
+    assert io["theta"] == [5, 2, 3] and io["rectified"] == [5, 1, 32, 32]
+    assert io["line_theta"] == [2, 3] and io["line"] == [1, *STRIP_SIZE]
+    ops = check_graph(proto, io)
+    assert ops["GridSample"] == 6 and "AffineGrid" not in ops
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.rand(3, 1, 256, 256)
+    with torch.no_grad():
+        want = model(x)
+    for got, w in zip(sess.run(None, {"image": x.numpy()}), want, strict=True):
+        np.testing.assert_allclose(got, w.numpy(), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["number", "numbercnn"])
+def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any], arch: str) -> None:
+    from model.checkpoint import load_checkpoint
+    from model.number_train import OPTS, train
+
+    if not font_files(TRAIN_FONT_DIRS):
+        pytest.skip("no training fonts (tests/setup_system.sh installs them)")
+    opts = {**OPTS, "arch": arch, "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16,
+            "output_size": [32, 32], "steps": 6, "batch_size": 4, "val_every": 3, "val_size": 10, "test_size": 10,
+            "pool": str(tmp_path / "pool"), "pool_size": 500, "pool_workers": 1, "out": str(tmp_path / "run")}
+    summary = train(opts, "test")
+    assert [h["step"] for h in summary["history"]] == [3, 6]
+    m = summary["metrics"]
+    assert 0 <= m["test_number_error"] <= 1 and 0 <= m["test_digit_error"] and m["test_size"] == 10
+    model, ckpt = load_checkpoint(tmp_path / "run" / "best.ckpt")
+    assert ckpt["data"]["dataset"] == "number-photo" and ckpt["data"]["resize"] == "letterbox"
+    assert isinstance(model, NumberSTN if arch == "number" else NumberCNN)
+    assert summary["pool"]["request"]["n"] == 500
