@@ -90,10 +90,11 @@ export-photo: $(VENV)/.dev
 		--tol-logits 2e-2 --tol-params 5e-5 --tol-rectified 5e-3
 
 # The number model's sampler reads a 256-px input, as the photo model's, and its crops are standardised and
-# flipped by polarity as that model's are (docs/export.md).
+# flipped by polarity as that model's are (docs/export.md). No FP16 twin: converted, it agreed with float32 on
+# every position's argmax for only 96.1 % of 256 real test photos, under the 99 % the export requires.
 export-number: $(VENV)/.dev
 	bash tests/setup_system.sh
-	$(BIN)/stn-export runs/number/best.ckpt --out service/model_repository --name stn_number \
+	$(BIN)/stn-export runs/number/best.ckpt --out service/model_repository --name stn_number --no-fp16 \
 		--tol-logits 2e-2 --tol-params 5e-5 --tol-rectified 5e-3
 
 bench-reliability: $(VENV)/.dev

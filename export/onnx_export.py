@@ -383,15 +383,21 @@ def _export_markdown(name: str, exp: dict[str, Any]) -> str:
         "|---" * (len(par["max_abs"]) + 2) + "|",
     ]
     for s in par["sets"]:
-        lines.append(f"| {s['label']} | " + " | ".join(f"{v:.2g}" for v in s["max_abs"].values())
+        tied = s.get("polarity_ties", 0)
+        label = s["label"] + (f" ({tied} left out: a polarity tie)" if tied else "")
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2g}" for v in s["max_abs"].values())
                      + f" | {100 * s['argmax_agree']:.2f}% |")
     tol = par["tolerances"]
     lines += ["", f"Bounds: logits {tol['logits']:.0e}, parameters {tol['params']:.0e}, rectified "
               f"{tol['rectified']:.0e} (docs/export.md explains the last)."]
+    if any(st.get("polarity_ties") for st in par["sets"]):
+        lines.append("A sample at a polarity tie (the skewness by whose sign the model flips an image within "
+                     "1e-4 of zero, where float32 rounding decides the flip) is left out of its set's comparison "
+                     "(export/verify.py, POLARITY_TIE).")
     if par["test"]:
         t = par["test"]
-        lines.append(f"Test errors on {t['n']:,} images: PyTorch {t['torch_errors']}, "
-                     f"ONNX {t['onnx_errors']}.")
+        lines.append(f"Test errors on {t['n']:,} {'digits' if exp.get('sequence') else 'images'}: PyTorch "
+                     f"{t['torch_errors']}, ONNX {t['onnx_errors']}.")
     f16 = exp.get("fp16")
     if f16:
         lines += ["", f"FP16 variant `{f16['model']}` against this model on onnxruntime CPU: "
@@ -513,7 +519,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
             "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
             "torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": ort.__version__,
             "ops": ops, "parity": report.summary(), "test_error_measured": full_test,
-            "command": command, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "sequence": is_sequence(config), "command": command,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         entries = [name]
         if fp16:

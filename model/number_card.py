@@ -69,6 +69,9 @@ def measure(run: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple
     ev["number_interval"] = wilson(ev["numbers_wrong"], len(ys))
     ev["digit_interval"] = wilson(ev["digits_wrong"], n_digits)
     lengths = (ys != NO_DIGIT).sum(1)
+    read = (pred != NO_DIGIT).sum(1)
+    ev.update(too_short=int((read < lengths).sum()), too_long=int((read > lengths).sum()),
+              misread_same_length=int((wrong.any(1) & (read == lengths)).sum()))
     ev["by_length"] = {int(k): float(wrong[lengths == k].any(1).mean()) for k in np.unique(lengths)}
     if theta.shape[1] == ys.shape[1]:  # one transformer per position: does window i hold digit i?
         side = xs.shape[-1]
@@ -140,7 +143,7 @@ def plot_boxes(path: Path, model: nn.Module, xs: np.ndarray, ys: np.ndarray, pre
         true = "".join(str(d) for d in ys[i] if d != NO_DIGIT)
         ok = read == true
         ax.set_title(f"read {read}" + ("" if ok else f" (true {true})"), fontsize=8, color="green" if ok else "red")
-        ax.set(xlim=(0, side), ylim=(side, 0), xticks=[], yticks=[])
+        ax.set(xlim=(0, side), ylim=(side, 0), xticks=[], yticks=[], aspect="equal")
     ax = fig.add_subplot(grid[:, cols:])
     if n_t > 1:
         # Each window's centre relative to the number's first and last windows: 0 = the first, 1 = the last.
@@ -225,7 +228,8 @@ def write(run: Path, baseline: Path | None, name: str | None = None) -> dict[str
                  "checksums_sha256": ckpt["data"]["checksums"],
                  "train": f"a pool of {pool['request']['n']:,} photos rendered once (model.number_pool, seed "
                           f"{pool['request']['seed']}, {pool['render_s'] / 60:.1f} min on {pool['workers']} "
-                          f"processes) from MNIST-train digits 0-54,999 and the training fonts; {steps:,} steps "
+                          f"process{'es' if pool['workers'] > 1 else ''}) from MNIST-train digits 0-54,999 and the "
+                          f"training fonts; {steps:,} steps "
                           f"of {batch} draw each photo {steps * batch / pool['request']['n']:.1f} times on average",
                  "validation": f"{train['opts']['val_size']:,} photos of MNIST-train digits 55,000-59,999 and the "
                                f"training fonts, drawn once (seed {VAL_SEED}; model selection)"},
@@ -277,6 +281,9 @@ def markdown(card: dict[str, Any]) -> str:
         f"{card['test_digits']:,} digits wrong (a digit misread, missed or added counts). Goals (the numbers "
         f"issue): at most {_pct(goal_n)} of numbers ({'met' if met_n else '**not met**'}), "
         f"{_pct(goal_d)} of digits ({'met' if met_d else '**not met**'}).", "",
+        f"Of the {card['test_numbers_wrong']} numbers misread, {card['test_too_short']} were read a digit or more "
+        f"short, {card['test_too_long']} too long, and {card['test_misread_same_length']} at the right length with "
+        "a digit misread.", "",
         "Numbers wrong by length: " + ", ".join(f"{k} digit{'s' if int(k) > 1 else ''} {_pct(v)}"
                                                 for k, v in card["test_by_length"].items())
         + (" (baseline: " + ", ".join(f"{k}: {_pct(v)}" for k, v in base["by_length"].items()) + ")"
@@ -308,7 +315,8 @@ def markdown(card: dict[str, Any]) -> str:
         "core each, after the pool was rendered.", "",
         "Generator (`model/number.py`, built on `model/photo.py`):", "", "```", card["generator"].rstrip(), "```", "",
         "Reproduce:", "", "```",
-        f"python -m model.number_pool --n {card['pool']['request']['n']} --workers 2 --out {tr['pool']}",
+        f"python -m model.number_pool --n {card['pool']['request']['n']} --workers {card['pool']['workers']} "
+        f"--out {tr['pool']}",
         card["command"],
     ]
     if base:

@@ -165,6 +165,24 @@ class NumberSTN(nn.Module):
         crops = self.sample(x[b], theta[where], self.out_hw)
         return self.reader(standardise(crops, flip=True))
 
+    @torch.no_grad()
+    def polarity_skew(self, x: Tensor) -> Tensor:
+        """(B, 1 + L) the skewness by whose sign the strip and each crop are flipped (``standardise``; 1 for a
+        flat image): where one is within rounding of zero, the flip is a tie (the export's check leaves such a
+        sample out)."""
+        loc = self.locate(x)
+        crops = torch.stack([self.sample(x, loc["theta"][:, i], self.out_hw) for i in range(self.max_len)], 1)
+
+        def skew(images: Tensor) -> Tensor:  # (B, K, P) -> (B, K), as standardise computes it
+            z = images - images.mean(2, keepdim=True)
+            var = (z * z).mean(2, keepdim=True)
+            z = z / torch.sqrt(var + 1e-4)
+            # A flat image (a crop past the photo's edge: border padding) standardises to zero whichever way
+            # it is flipped: no tie, whatever its skewness.
+            return torch.where(var[..., 0] < 1e-8, torch.ones_like(var[..., 0]), (z * z * z).mean(2))
+
+        return torch.cat([skew(loc["line"].flatten(1)[:, None]), skew(crops.flatten(2))], 1)
+
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         loc = self.locate(x)
         digit_logits, crops = self.read(x, loc["theta"])

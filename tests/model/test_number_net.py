@@ -186,3 +186,23 @@ def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any],
     assert ckpt["data"]["dataset"] == "number-photo" and ckpt["data"]["resize"] == "letterbox"
     assert isinstance(model, NumberSTN if arch == "number" else NumberCNN)
     assert summary["pool"]["request"]["n"] == 500
+
+
+def test_a_polarity_tie_is_left_out_of_the_parity_check_and_counted() -> None:
+    """The strip and each crop are flipped by the sign of their skewness: the export's check asks the model
+    for those skewnesses and leaves out a sample at which one is within rounding of zero, saying so."""
+    from export.verify import POLARITY_TIE, Tolerances, compare, polarity_ties
+
+    model = build_model({**SMALL, "arch": "number"}).eval()
+    x = torch.rand(3, 1, 256, 256)
+    skew = model.polarity_skew(x)
+    assert skew.shape == (3, 6)
+    tied = polarity_ties(model, x)
+    assert tied is not None and tied.tolist() == (skew.abs() < POLARITY_TIE).any(1).tolist()
+    names = ["logits"]
+    ref = [np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])]
+    got = [np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])]  # sample 1 flipped
+    assert compare("x", names, ref, got, Tolerances()).failures(names, Tolerances())
+    p = compare("x", names, ref, got, Tolerances(), exclude=np.array([False, True, False]))
+    assert p.failures(names, Tolerances()) == [] and p.polarity_ties == 1 and p.n == 2
+    assert polarity_ties(build_model({**SMALL, "arch": "numbercnn"}), x) is None
