@@ -65,16 +65,19 @@ train-seq3: $(VENV)/.dev
 	$(BIN)/python -m model.seq_card runs/seq3b --name stn_seq3 --baseline runs/seq3_cnn --other runs/seq3 \
 		--other runs/seq3c
 
-# The number-photo model (model/number_net.py) and its baseline: a pool of 120,000 photos rendered once on
-# both cores (about 9 minutes), then both trained side by side from it, one core each (about 55 and 40
-# minutes), then the card (held-out numbers, both models).
+# The number-photo model (model/number_net.py) and its baseline, as they were made: a pool of 120,000 photos
+# rendered once on both cores (9 minutes), then the model (6,000 steps) and the baseline trained side by side
+# from it, one core each (41 and 30 minutes), then the model for 9,000 steps alone on both cores (31
+# minutes); the card chooses between the two on validation and shows both on the held-out set.
 train-number: $(VENV)/.dev
 	bash tests/setup_system.sh
 	mkdir -p runs
 	$(BIN)/python -m model.number_pool --n 120000 --workers 2 --out runs/number_pool
 	$(BIN)/stn-train-number --config model/configs/number.json > runs/number.log 2>&1 & \
 	$(BIN)/stn-train-number --config model/configs/number_cnn.json > runs/number_cnn.log 2>&1; wait
-	$(BIN)/python -m model.number_card runs/number --name stn_number --baseline runs/number_cnn
+	$(BIN)/stn-train-number --config model/configs/number_b.json > runs/number_b.log 2>&1
+	$(BIN)/python -m model.number_card runs/number_b --name stn_number --baseline runs/number_cnn \
+		--other runs/number
 
 # Its sampler reads a 100-px input (the rectified bound scales with the side: 1e-4) and its digit logits
 # come out of three conv stages behind it (measured 1.3e-4; docs/export.md); argmax agreement and the test
@@ -90,12 +93,14 @@ export-photo: $(VENV)/.dev
 		--tol-logits 2e-2 --tol-params 5e-5 --tol-rectified 5e-3
 
 # The number model's sampler reads a 256-px input, as the photo model's, and its crops are standardised and
-# flipped by polarity as that model's are (docs/export.md). No FP16 twin: converted, it agreed with float32 on
-# every position's argmax for only 96.1 % of 256 real test photos, under the 99 % the export requires.
+# flipped by polarity as that model's are; its digit thetas come out of two localisation nets in a row, the
+# second reading the first's strip (measured 5.7e-5: the bound is 1e-4; docs/export.md). No FP16 twin: converted, it agreed with float32 on
+# every position's argmax for only 96.9 % of 256 real test photos (96.1 % for the 6,000-step run), under
+# the 99 % the export requires.
 export-number: $(VENV)/.dev
 	bash tests/setup_system.sh
-	$(BIN)/stn-export runs/number/best.ckpt --out service/model_repository --name stn_number --no-fp16 \
-		--tol-logits 2e-2 --tol-params 5e-5 --tol-rectified 5e-3
+	$(BIN)/stn-export runs/number_b/best.ckpt --out service/model_repository --name stn_number --no-fp16 \
+		--tol-logits 2e-2 --tol-params 1e-4 --tol-rectified 5e-3
 
 bench-reliability: $(VENV)/.dev
 	$(BIN)/python -m bench.reliability

@@ -192,7 +192,8 @@ def _iv(iv: list[float] | tuple[float, float]) -> str:
     return f"{100 * iv[0]:.2f}-{100 * iv[1]:.2f}"
 
 
-def write(run: Path, baseline: Path | None, name: str | None = None) -> dict[str, Any]:
+def write(run: Path, baseline: Path | None, name: str | None = None,
+          others: list[Path] | None = None) -> dict[str, Any]:
     data = mnist.load_mnist(None)
     train = json.loads((run / "train.json").read_text())
     side = int(train["opts"]["input_size"])
@@ -208,6 +209,14 @@ def write(run: Path, baseline: Path | None, name: str | None = None) -> dict[str
                 "wall_time_s": round(btrain["wall_time_s"], 1), "command": btrain["command"],
                 "model_config": read_checkpoint(baseline / "best.ckpt")["config"], **bev}
         curves[f"{btrain['arch']} (baseline)"] = btrain["history"]
+    tried = []
+    for other in others or []:  # other runs trained for this model: chosen between on validation
+        otrain = json.loads((other / "train.json").read_text())
+        _, _, oev, _, _ = measure(other, test)
+        tried.append({"run": str(other), "command": otrain["command"],
+                      "val_number_error": min(h["val_number_error"] for h in otrain["history"]),
+                      "wall_time_s": round(otrain["wall_time_s"], 1), "steps": otrain["opts"]["steps"],
+                      "threads": otrain["opts"]["threads"], **oev})
     cfg = ckpt["config"]
     history = train["history"]
     best = min(history, key=lambda h: h["val_number_error"])
@@ -223,7 +232,8 @@ def write(run: Path, baseline: Path | None, name: str | None = None) -> dict[str
         "best_step": best["step"], "steps": steps, "params": count_params(model),
         "wall_time_s": round(train["wall_time_s"], 1), "cpu_time_s": round(train["cpu_time_s"], 1),
         "hardware": train["hardware"], "command": train["command"], "training": train["opts"],
-        "model_config": cfg, "history": history, "baseline": base, "goals": GOALS, "pool": pool,
+        "model_config": cfg, "history": history, "baseline": base, "other_runs": tried, "goals": GOALS,
+        "pool": pool,
         "data": {"source": "MNIST (LeCun, Cortes, Burges) and Debian's fonts",
                  "checksums_sha256": ckpt["data"]["checksums"],
                  "train": f"a pool of {pool['request']['n']:,} photos rendered once (model.number_pool, seed "
@@ -272,6 +282,11 @@ def markdown(card: dict[str, Any]) -> str:
     for label, m, p, t in rows:
         lines.append(f"| {label} | {_pct(m['test_number_error'])} ({_iv(m['test_number_interval'])}) | "
                      f"{_pct(m['test_digit_error'])} ({_iv(m['test_digit_interval'])}) | {p:,} | {t / 60:.1f} min |")
+    for o in card.get("other_runs") or []:
+        lines.append(f"| another run of this model: {o['steps']:,} steps on {o['threads']} thread"
+                     f"{'s' if o['threads'] > 1 else ''} (validation {_pct(o['val_number_error'])} of numbers) | "
+                     f"{_pct(o['number_error'])} ({_iv(o['number_interval'])}) | {_pct(o['digit_error'])} "
+                     f"({_iv(o['digit_interval'])}) | | {o['wall_time_s'] / 60:.1f} min |")
     goal_n, goal_d = card["goals"]["number_error"], card["goals"]["digit_error"]
     met_n = card["test_number_error"] <= goal_n
     met_d = card["test_digit_error"] <= goal_d
@@ -284,6 +299,8 @@ def markdown(card: dict[str, Any]) -> str:
         f"Of the {card['test_numbers_wrong']} numbers misread, {card['test_too_short']} were read a digit or more "
         f"short, {card['test_too_long']} too long, and {card['test_misread_same_length']} at the right length with "
         "a digit misread.", "",
+        *(["Of the runs trained for this model, the one bundled is the one with the lowest validation error; the "
+           "test set chose nothing.", ""] if card.get("other_runs") else []),
         "Numbers wrong by length: " + ", ".join(f"{k} digit{'s' if int(k) > 1 else ''} {_pct(v)}"
                                                 for k, v in card["test_by_length"].items())
         + (" (baseline: " + ", ".join(f"{k}: {_pct(v)}" for k, v in base["by_length"].items()) + ")"
@@ -311,8 +328,11 @@ def markdown(card: dict[str, Any]) -> str:
         f"validation at step {card['best_step']:,} ({_pct(card['val_number_error'])} of numbers, "
         f"{_pct(card['val_digit_error'])} of digits).",
         f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch thread"
-        f"{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}; the baseline trained side by side, one "
-        "core each, after the pool was rendered.", "",
+        f"{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}, after the pool was rendered ("
+        f"{card['pool']['render_s'] / 60:.1f} min); "
+        + ("the baseline trained side by side, one core each." if hw["torch_threads"] == 1 else
+           "alone on both cores, after the baseline had trained side by side with the one-thread run, one core "
+           "each."), "",
         "Generator (`model/number.py`, built on `model/photo.py`):", "", "```", card["generator"].rstrip(), "```", "",
         "Reproduce:", "", "```",
         f"python -m model.number_pool --n {card['pool']['request']['n']} --workers {card['pool']['workers']} "
@@ -321,8 +341,10 @@ def markdown(card: dict[str, Any]) -> str:
     ]
     if base:
         lines.append(base["command"])
+    lines += [o["command"] for o in card.get("other_runs") or []]
     lines += [f"python -m model.number_card {card['run']} --name {card['name']}"
-              + (f" --baseline {base['run']}" if base else ""), "```", ""]
+              + (f" --baseline {base['run']}" if base else "")
+              + "".join(f" --other {o['run']}" for o in card.get("other_runs") or []), "```", ""]
     return "\n".join(lines)
 
 
@@ -332,8 +354,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run", type=Path)
     p.add_argument("--baseline", type=Path, help="the baseline's run folder, for the side-by-side")
     p.add_argument("--name", help="the model's name on its card (default: the run folder's)")
+    p.add_argument("--other", type=Path, action="append", default=[],
+                   help="another run trained for this model (chosen between on validation), for the table")
     a = p.parse_args(argv)
-    card = write(a.run, a.baseline, a.name)
+    card = write(a.run, a.baseline, a.name, a.other)
     print(json.dumps({k: card[k] for k in ("name", "test_number_error", "test_digit_error")}))
 
 

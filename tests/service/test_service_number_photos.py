@@ -57,7 +57,7 @@ def test_reads_four_digit_numbers_and_each_region_holds_its_digit(number_server:
     """At most three of the twelve misread (the model misreads 15 % of four-digit numbers on its card: about
     two in twelve); for every number read right, digit i's region holds the centre of digit i's ink box, and
     covers at least 90 % of it for at least 95 % of the digits (the photo issue's measure of a region that
-    holds its digit; here 39 of 40, the other 84 %: its window sits 4 px high)."""
+    holds its digit)."""
     right = 0
     missed: list[str] = []
     covers: list[float] = []
