@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.multi import NO_DIGIT, SequenceHead
+from model.multi import NO_DIGIT
 from model.nets import Classifier, ModelConfig, check_input, full_config
-from model.photo_net import _conv, standardise
+from model.photo_net import _conv, cell_centres, standardise
+from model.seq_net import SequenceCNN
 from model.transforms import affine_grid
 
 STRIP_ASPECT = 5  # the strip's length over its height
@@ -56,10 +57,7 @@ class LineLoc(nn.Module):
             *_conv(32, width), *_conv(width, width, 2), *_conv(width, width, 4), *_conv(width, width, 8),
         )
         self.head = nn.Conv2d(width, 3, 1)
-        n = view // 4
-        cells = (torch.arange(n, dtype=torch.float32) * 2 + 1) / n - 1
-        gy, gx = torch.meshgrid(cells, cells, indexing="ij")
-        self.register_buffer("cells", torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1), persistent=False)
+        self.register_buffer("cells", cell_centres(view // 4), persistent=False)
         nn.init.zeros_(self.head.weight)
         assert self.head.bias is not None
         with torch.no_grad():
@@ -189,20 +187,11 @@ class NumberSTN(nn.Module):
         return self.length(loc["f"]), digit_logits, loc["theta"], crops, loc["line_theta"], loc["line"]
 
 
-class NumberCNN(nn.Module):
+class NumberCNN(SequenceCNN):
+    """``SequenceCNN`` on a photo: the resize reads the letterbox's edge past the photo (border padding) and
+    the classifier sees the resized photo standardised and flipped to light ink on dark, as the reader does."""
+
     output_names = OUTPUT_NAMES[:4]
-
-    def __init__(self, config: dict[str, Any] | ModelConfig) -> None:
-        super().__init__()
-        self.config = cfg = full_config(config)
-        self.output_size = cfg.output_size
-        self.register_buffer("theta_id", torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]), persistent=False)
-        cls = Classifier(1, cfg.output_size, cfg.cls_channels, cfg.cls_hidden, 1, cfg.dropout)
-        self.features = cls.features
-        self.trunk = cls.head[:-1]  # flatten, linear, ReLU, dropout: everything but the 1-class layer
-        self.head = SequenceHead(cfg.cls_hidden, cfg.max_len)
-
-    theta_id: Tensor
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         check_input(x, self.config)

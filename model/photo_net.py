@@ -52,6 +52,13 @@ def _conv(c_in: int, c_out: int, dilation: int = 1) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
+def cell_centres(n: int) -> Tensor:
+    """(n*n, 2) the centres (x, y) of an n x n grid of cells over the normalised input, row by row."""
+    cells = (torch.arange(n, dtype=torch.float32) * 2 + 1) / n - 1
+    gy, gx = torch.meshgrid(cells, cells, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+
+
 class CoarseLoc(nn.Module):
     """View (B, 1, 64, 64) -> heat logits (B, 16*16), centre (B, 2), log half-size (B,)."""
 
@@ -62,10 +69,7 @@ class CoarseLoc(nn.Module):
             *_conv(32, width), *_conv(width, width, 2), *_conv(width, width, 4),
         )
         self.head = nn.Conv2d(width, 2, 1)
-        n = view // 4
-        cells = (torch.arange(n, dtype=torch.float32) * 2 + 1) / n - 1
-        gy, gx = torch.meshgrid(cells, cells, indexing="ij")
-        self.register_buffer("cells", torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1), persistent=False)
+        self.register_buffer("cells", cell_centres(view // 4), persistent=False)
         nn.init.zeros_(self.head.weight)
         assert self.head.bias is not None
         with torch.no_grad():
