@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench import _load
-from bench.photo_eval import wilson
+from model.card import wilson
 from model.checkpoint import load_checkpoint
 from model.data import load_mnist
 from model.photo_net import PhotoSTN, standardise

@@ -37,7 +37,6 @@ import argparse
 import http.client
 import io
 import json
-import math
 import os
 import platform
 import sys
@@ -52,6 +51,7 @@ from PIL import Image
 
 from bench import _load, classical, photo_render
 from model import data as mnist
+from model.card import wilson
 from model.photo import TEST_FONT_DIRS, PhotoGenerator, font_files
 from tests.utils.server import ServerProcess, free_port
 
@@ -63,17 +63,6 @@ CONDITIONS = photo_render.CONDITIONS  # the same seven in both sets (model.photo
 MNIST_STYLE = ("rts42", "demo")
 REGION_GOAL_CONDITIONS = ("medium", "small", "ruled")
 RESULTS = ROOT / "bench" / "results"
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a rate k / n."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def polygon_area(pts: np.ndarray) -> float:

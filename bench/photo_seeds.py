@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from bench import _load
-from bench.photo_eval import CONDITIONS, SEED_A, wilson
+from bench.photo_eval import CONDITIONS, SEED_A
+from model.card import wilson
 from model.data import load_mnist
 from model.photo import TEST_FONT_DIRS, PhotoGenerator, font_files, photo_input
 

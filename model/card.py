@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,17 @@ from model.nets import ModelConfig, count_params
 PAPER = {"rts": {"st-cnn": 0.005, "cnn": 0.008}, "tc": {"st-cnn": 0.017, "cnn": 0.035},
          "r": {"st-cnn": 0.007, "cnn": 0.012}, "p": {"st-cnn": 0.008, "cnn": 0.014},
          "e": {"st-cnn": 0.008, "cnn": 0.010}}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate k / n."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def _baseline(run: str | None) -> dict[str, Any] | None:

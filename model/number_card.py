@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +26,16 @@ from torch import nn
 
 from model import data as mnist
 from model import number, number_pool
+from model.card import wilson
 from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from model.multi import NO_DIGIT
 from model.nets import count_params
 from model.number_net import NumberSTN
 from model.number_train import VAL_SEED, errors, predict
+from model.photo_card import generator_table, tile_grid
 from model.seq_card import COLOURS, centres_inside, corners_px
 
 GOALS = {"number_error": 0.05, "digit_error": 0.015}  # issue #11: at most 5 % of numbers, 1.5 % of digits
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
-def generator_table() -> str:
-    doc = number.__doc__ or ""
-    m = re.search(r"(=+ +=+\n.*?\n=+ +=+\n)", doc, re.S)
-    return m.group(1) if m else ""
 
 
 def measure(run: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[nn.Module, dict[str, Any],
@@ -92,16 +76,11 @@ def montage_training(path: Path, pool: Path, n: int = 16) -> None:
         draw = ImageDraw.Draw(im)
         k = int((d[i] != NO_DIGIT).sum())
         for j in range(k):
-            pts = [tuple(p) for p in corners_px(t[i, j], 256)]
+            pts = [tuple(p) for p in corners_px(t[i, j], x.shape[-1])]
             draw.line(pts + [pts[0]], fill=COLOURS[j], width=2)
         draw.text((4, 2), "".join(map(str, d[i, :k])), fill=(40, 200, 255))
         tiles.append(im)
-    cols = 8
-    w, h = tiles[0].size
-    sheet = Image.new("RGB", (cols * w, math.ceil(n / cols) * h))
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
-    sheet.save(path)
+    tile_grid(tiles, 8).save(path)
 
 
 @torch.no_grad()
@@ -243,7 +222,7 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
                           f"of {batch} draw each photo {steps * batch / pool['request']['n']:.1f} times on average",
                  "validation": f"{train['opts']['val_size']:,} photos of MNIST-train digits 55,000-59,999 and the "
                                f"training fonts, drawn once (seed {VAL_SEED}; model selection)"},
-        "generator": generator_table(),
+        "generator": generator_table(number),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     montage_training(run / "training_photos.png", Path(train["opts"]["pool"]))

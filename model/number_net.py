@@ -37,9 +37,8 @@ from torch import Tensor, nn
 
 from model.multi import NO_DIGIT
 from model.nets import Classifier, ModelConfig, check_input, full_config
-from model.photo_net import _conv, cell_centres, standardise
+from model.photo_net import _conv, cell_centres, sample_border, skewness, standardise
 from model.seq_net import SequenceCNN
-from model.transforms import affine_grid
 
 STRIP_ASPECT = 5  # the strip's length over its height
 STRIP_SIZE = (32, 160)  # (h, w) px of the strip the digit transformers localise on
@@ -134,9 +133,7 @@ class NumberSTN(nn.Module):
         self.reader = Classifier(1, cfg.output_size, cfg.cls_channels, cfg.cls_hidden, NO_DIGIT + 1, cfg.dropout)
 
     def sample(self, x: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
-        # Border padding: outside the photo reads as its edge (the letterbox fill), as in the photo model.
-        return F.grid_sample(x, affine_grid(theta, size), mode="bilinear", padding_mode="border",
-                             align_corners=False)
+        return sample_border(x, theta, size)
 
     def locate(self, x: Tensor) -> dict[str, Tensor]:
         """Both localisation stages: heat, centre, log_hh, angle, line_theta, line (the strip), features f
@@ -169,17 +166,8 @@ class NumberSTN(nn.Module):
         flat image): where one is within rounding of zero, the flip is a tie (the export's check leaves such a
         sample out)."""
         loc = self.locate(x)
-        crops = torch.stack([self.sample(x, loc["theta"][:, i], self.out_hw) for i in range(self.max_len)], 1)
-
-        def skew(images: Tensor) -> Tensor:  # (B, K, P) -> (B, K), as standardise computes it
-            z = images - images.mean(2, keepdim=True)
-            var = (z * z).mean(2, keepdim=True)
-            z = z / torch.sqrt(var + 1e-4)
-            # A flat image (a crop past the photo's edge: border padding) standardises to zero whichever way
-            # it is flipped: no tie, whatever its skewness.
-            return torch.where(var[..., 0] < 1e-8, torch.ones_like(var[..., 0]), (z * z * z).mean(2))
-
-        return torch.cat([skew(loc["line"].flatten(1)[:, None]), skew(crops.flatten(2))], 1)
+        _, crops = self.read(x, loc["theta"])
+        return torch.cat([skewness(loc["line"])[:, None], skewness(crops.flatten(0, 1)).view(-1, self.max_len)], 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         loc = self.locate(x)
@@ -196,7 +184,6 @@ class NumberCNN(SequenceCNN):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         check_input(x, self.config)
         theta = self.theta_id.expand(x.shape[0], 2, 3)
-        resized = F.grid_sample(x, affine_grid(theta, self.output_size), mode="bilinear", padding_mode="border",
-                                align_corners=False)
+        resized = sample_border(x, theta, self.output_size)
         length_logits, digit_logits = self.head(self.trunk(self.features(standardise(resized, flip=True))))
         return length_logits, digit_logits, theta[:, None], resized[:, None]

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model import data as mnist
-from model import number, number_pool
+from model import number, number_pool, seq_train
 from model.checkpoint import read_checkpoint, save_checkpoint
-from model.multi import NO_DIGIT, best_lengths, sequence_loss
+from model.multi import NO_DIGIT, sequence_loss
 from model.nets import ModelConfig, build_model, count_params, full_config
 from model.number_net import LINE_PER_CROP, NumberSTN
 from model.photo import TRAIN_FONT_DIRS, font_files
@@ -118,23 +118,11 @@ def number_losses(model: NumberSTN, x: Tensor, digits: Tensor, theta_gt: Tensor,
     return loss, parts, logits
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x8: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> digits (N, L) (``NO_DIGIT`` past the read length) and theta (N, T, 2, 3), in eval mode; the model is
-    left in the mode it came in."""
-    was_training = model.training
-    model.eval()
-    digs, thetas = [], []
-    for i in range(0, len(x8), batch):
-        x = torch.from_numpy(np.asarray(x8[i:i + batch])).float()[:, None] / 255.0
-        length_logits, digit_logits, theta, *_ = model(x)
-        n = best_lengths(length_logits, digit_logits)
-        d = digit_logits[..., :NO_DIGIT].argmax(-1)
-        d[torch.arange(d.shape[1])[None] >= n[:, None]] = NO_DIGIT
-        digs.append(d.numpy())
-        thetas.append(theta.numpy())
-    model.train(was_training)
-    return np.concatenate(digs), np.concatenate(thetas)
+    """-> digits (N, L) (``NO_DIGIT`` past the read length) and theta (N, T, 2, 3) of photos in [0, 255]
+    (``model.seq_train.predict``, the number models taking pixels / 255)."""
+    _, digits, theta = seq_train.predict(model, x8, batch, mean=0.0, std=1.0)
+    return digits, theta
 
 
 def errors(pred: np.ndarray, digits: np.ndarray) -> dict[str, float]:

@@ -27,9 +27,9 @@ from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from model.nets import count_params
 
 
-def generator_table() -> str:
-    """The parameter table of ``model.photo``'s docstring."""
-    doc = photo.__doc__ or ""
+def generator_table(module: Any = photo) -> str:
+    """The parameter table of a generator module's docstring (``model.photo``'s by default)."""
+    doc = module.__doc__ or ""
     m = re.search(r"(=+ +=+\n.*?\n=+ +=+\n)", doc, re.S)
     return m.group(1) if m else ""
 
@@ -74,10 +74,10 @@ def montage_training(path: Path, data: dict[str, Any], n: int = 24, seed: int = 
         d.line(pts + [pts[0]], fill=(255, 60, 40), width=2)
         d.text((4, 2), f"{p.label} {p.params['surface']}", fill=(40, 200, 255))
         tiles.append(im)
-    _grid(tiles, 8).save(path)
+    tile_grid(tiles, 8).save(path)
 
 
-def _grid(tiles: list[Any], cols: int) -> Any:
+def tile_grid(tiles: list[Any], cols: int) -> Any:
     from PIL import Image
 
     w, h = tiles[0].size
@@ -111,7 +111,7 @@ def montage_boxes(path: Path, model: torch.nn.Module, data: dict[str, Any], seed
             pred = int(logits.argmax(1))
             d.text((4, 2), f"{cond}: {pred}", fill=(40, 220, 60) if pred == p.label else (255, 40, 40))
             tiles.append(im)
-    _grid(tiles, 8).save(path)
+    tile_grid(tiles, 8).save(path)
 
 
 @torch.no_grad()

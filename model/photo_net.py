@@ -35,16 +35,35 @@ from model.transforms import affine_grid
 EPS = 1e-4
 
 
-def standardise(x: Tensor, flip: bool) -> Tensor:
-    """Per-sample zero mean, unit variance over (C, H, W); with ``flip``, negated where the skew is < 0."""
+def _zscore(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample ``(x - mean) / sqrt(var + EPS)`` over (C, H, W), and the variance (B, 1, 1, 1)."""
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     z = x - mean
     var = (z * z).mean(dim=(1, 2, 3), keepdim=True)
-    z = z / torch.sqrt(var + EPS)
+    return z / torch.sqrt(var + EPS), var
+
+
+def standardise(x: Tensor, flip: bool) -> Tensor:
+    """Per-sample zero mean, unit variance over (C, H, W); with ``flip``, negated where the skew is < 0."""
+    z, _ = _zscore(x)
     if flip:
         skew = (z * z * z).mean(dim=(1, 2, 3), keepdim=True)
         z = torch.where(skew >= 0, z, -z)
     return z
+
+
+def skewness(x: Tensor) -> Tensor:
+    """(B,) the skewness by whose sign ``standardise`` flips each image; 1 for a flat image (a crop past the
+    photo's edge, border padding), which standardises to zero whichever way it is flipped."""
+    z, var = _zscore(x)
+    var = var.flatten()
+    return torch.where(var < 1e-8, torch.ones_like(var), (z * z * z).mean(dim=(1, 2, 3)))
+
+
+def sample_border(x: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear ``GridSample`` of ``x`` at ``theta`` (B, 2, 3), ``size`` (h, w) out, with border padding: outside
+    the photo reads as its edge (the letterbox fill), not as black."""
+    return F.grid_sample(x, affine_grid(theta, size), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _conv(c_in: int, c_out: int, dilation: int = 1) -> list[nn.Module]:
@@ -129,9 +148,7 @@ class PhotoSTN(nn.Module):
         self.classifier = Classifier(1, self.out_hw, cfg.cls_channels, cfg.cls_hidden, cfg.num_classes, cfg.dropout)
 
     def sample(self, x: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
-        grid = affine_grid(theta, size)  # (B, h, w, 2)
-        # Border padding: outside the photo reads as its edge (the letterbox fill), not as black.
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return sample_border(x, theta, size)
 
     def locate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> heat (B, n*n), centre (B, 2), log half-size (B,), theta (B, 2, 3)."""

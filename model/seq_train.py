@@ -77,15 +77,17 @@ def batches(data: dict[str, np.ndarray], seed: int, batch: int) -> Iterator[tupl
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x8: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> predicted lengths (N,), digits (N, L) (``NO_DIGIT`` past the length), theta (N, T, 2, 3), in eval
-    mode; the model is left in the mode it came in (a train-mode pass would move its batch norms' stats)."""
+def predict(model: nn.Module, x8: np.ndarray, batch: int, mean: float = mnist.MEAN,
+            std: float = mnist.STD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> predicted lengths (N,), digits (N, L) (``NO_DIGIT`` past the length), theta (N, T, 2, 3) from 8-bit
+    images normalised by ``mean`` and ``std``, in eval mode; the model is left in the mode it came in (a
+    train-mode pass would move its batch norms' stats)."""
     was_training = model.training
     model.eval()
     lens, digs, thetas = [], [], []
     for i in range(0, len(x8), batch):
-        x = (torch.from_numpy(x8[i:i + batch]).float()[:, None] / 255.0 - mnist.MEAN) / mnist.STD
-        length_logits, digit_logits, theta, _ = model(x)
+        x = (torch.from_numpy(np.asarray(x8[i:i + batch])).float()[:, None] / 255.0 - mean) / std
+        length_logits, digit_logits, theta, *_ = model(x)
         n = best_lengths(length_logits, digit_logits)
         d = digit_logits[..., :NO_DIGIT].argmax(-1)
         d[torch.arange(d.shape[1])[None] >= n[:, None]] = NO_DIGIT
