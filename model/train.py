@@ -61,6 +61,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "skip_test": False,
     "stop_after": 0,
     "eval_batch_size": 500,
+    "channels_last": False,
 }
 
 
@@ -90,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse.
     p.add_argument("--skip-test", action="store_true", default=None, help="do not score the test set")
     p.add_argument("--stop-after", type=int, help="stop this invocation after N epochs (resume later)")
     p.add_argument("--resume", type=Path, help="continue from a last.ckpt")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="train on channels-last tensors (same model, about 1.7x faster steps on a CPU; other "
+                        "kernels, so not bitwise the weights of a run without it)")
     args = p.parse_args(argv)
     return merge_options(p, args, TRAIN_DEFAULTS), args
 
@@ -204,7 +208,8 @@ def train(opts: dict[str, Any], resume: Path | None = None, command: str | None 
 
     torch.manual_seed(opts["seed"])
     cfg = model_config(opts)
-    model = build_model(cfg).to(device)
+    memory = torch.channels_last if opts["channels_last"] else torch.contiguous_format
+    model = build_model(cfg).to(device, memory_format=memory)
     opt = make_optimizer(model, opts)
     steps_per_epoch = math.ceil(train_x.shape[0] / opts["batch_size"])
     sched = make_schedule(opt, opts, steps_per_epoch * opts["epochs"])
@@ -239,7 +244,7 @@ def train(opts: dict[str, Any], resume: Path | None = None, command: str | None 
         for step in bar:
             idx = perm[step * opts["batch_size"]:(step + 1) * opts["batch_size"]]
             xb = distort.distort(opts["distortion"], train_x[idx], g, train_x)
-            xb = ((xb - mnist.MEAN) / mnist.STD).to(device)
+            xb = ((xb - mnist.MEAN) / mnist.STD).to(device, memory_format=memory)
             yb = train_y[idx].to(device)
             logits = model(xb)[0]
             loss = F.cross_entropy(logits, yb, label_smoothing=opts["label_smoothing"])

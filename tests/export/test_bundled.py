@@ -48,3 +48,42 @@ def test_bundled_model(path: Path | None) -> None:
         assert meta["stn.dataset"].startswith("mnist-sequence-") or meta["stn.dataset"] == "number-photo"
     else:
         assert outputs[0].shape == (2, len(labels))
+
+
+DISTORTED = [p for p in MODELS if not p.parts[-3].endswith("_fp16")
+             and json.loads((p.parents[1] / "card.json").read_text()).get("dataset", "").removeprefix("mnist-")
+             in ("r", "rts", "p", "e", "tc")]
+
+
+@pytest.mark.parametrize("path", DISTORTED or [None], ids=[p.parts[-3] for p in DISTORTED] or ["none"])
+def test_bundled_family_round_trip(path: Path | None) -> None:
+    """Every bundled distorted-MNIST model, whatever its transform family (affine, projective, TPS): the parity
+    its export measured is within the export's bounds, and the committed ONNX file, run again here on the fixed
+    test set, makes exactly the errors its card counted for PyTorch and ONNX at export time."""
+    if path is None:
+        pytest.skip(f"no distorted-MNIST models in {REPO}")
+    from model.data import load_mnist
+    from model.distort import test_set
+
+    card = json.loads((path.parents[1] / "card.json").read_text())
+    parity = card["export"]["parity"]
+    tol = parity["tolerances"]
+    family = card["transform"]
+    params = {"tps": "control_points", "projective": "homography"}.get(family, "theta")
+    assert parity["max_abs"]["logits"] <= tol["logits"]
+    assert parity["max_abs"][params] <= tol["params"]
+    assert parity["max_abs"]["rectified"] <= tol["rectified"]
+    assert parity["argmax_agreement"] >= 0.99
+
+    meta = read_metadata(onnx.load(str(path)))
+    assert meta["stn.transform"] == family
+    x, y = test_set(card["dataset"].removeprefix("mnist-"), load_mnist())
+    mean, std = float(meta["stn.mean"]), float(meta["stn.std"])
+    session = cpu_session(path)
+    wrong = 0
+    for i in range(0, x.shape[0], 1000):
+        batch = ((x[i:i + 1000].numpy() - mean) / std).astype(np.float32)
+        logits = session.run(["logits"], {"image": batch})[0]
+        wrong += int((logits.argmax(1) != y[i:i + 1000].numpy()).sum())
+    assert wrong == parity["test"]["onnx_errors"] == parity["test"]["torch_errors"]
+    assert wrong == round(card["test_error"] * x.shape[0])
