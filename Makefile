@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint train-rts train-tc train-photo train-seq3 train-number export export-photo export-seq3 export-number bench bench-service bench-reliability bench-gpu bench-ab bench-photo-seeds eval-photo clean
+.PHONY: serve test lint train-rts train-tc train-photo train-seq3 train-number export export-photo export-seq3 export-number bench bench-service bench-reliability bench-gpu bench-ab bench-photo-seeds eval-photo eval-rts table1 clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -123,6 +123,14 @@ bench-service: $(VENV)/.dev
 bench-ab: $(VENV)/.dev
 	bash tests/setup_system.sh
 	$(BIN)/python -m bench.ab_service --ref $(or $(REF),HEAD~1)
+
+# The paper's Table 1: train the cells that have no card yet (two at a time), then write docs/table1/.
+table1: $(VENV)/.dev
+	$(BIN)/python -m model.table1 --run --jobs 2 --write docs/table1
+
+# RTS models on their own test set and on the second generator's (bench/rts_render.py).
+eval-rts: $(VENV)/.dev
+	$(BIN)/python -m bench.rts_eval
 
 # Set A of the photo evaluation at other seeds (how much one draw's error is luck).
 bench-photo-seeds: $(VENV)/.dev

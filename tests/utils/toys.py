@@ -19,7 +19,7 @@ BUNDLED = Path(
     os.environ.get("STN_TEST_MODEL_REPOSITORY")
     or Path(service.__file__).resolve().parent / "model_repository"
 )
-TRAINED = ("stn_rts", "stn_tc", "stn_seq3")
+TRAINED = ("stn_rts", "stn_tc", "stn_seq3", "stn_r", "stn_p", "stn_e")
 
 # Toy transforms (output grid -> input sample point, normalised coordinates).
 ANGLE = math.radians(30.0)
