@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint train-rts train-tc train-photo train-seq3 train-number export export-photo export-seq3 export-number bench bench-service bench-reliability bench-gpu bench-ab bench-photo-seeds eval-photo eval-rts table1 clean
+.PHONY: serve test lint train-rts train-tc train-photo train-seq3 train-number export export-photo export-seq3 export-number bench bench-service bench-reliability bench-gpu bench-ab bench-photo-seeds eval-photo eval-generators table1 clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -128,9 +128,9 @@ bench-ab: $(VENV)/.dev
 table1: $(VENV)/.dev
 	$(BIN)/python -m model.table1 --run --jobs 2 --write docs/table1
 
-# RTS models on their own test set and on the second generator's (bench/rts_render.py).
-eval-rts: $(VENV)/.dev
-	$(BIN)/python -m bench.rts_eval
+# The distorted-MNIST models on their own test sets and on a second generator's (bench/rts_render.py, bench/table1_render.py).
+eval-generators: $(VENV)/.dev
+	$(BIN)/python -m bench.second_generator
 
 # Set A of the photo evaluation at other seeds (how much one draw's error is luck).
 bench-photo-seeds: $(VENV)/.dev

@@ -151,13 +151,13 @@ def _constant_model(path: Path, side: int, label: int, meta: bool = True) -> Pat
          helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     if meta:
-        helper.set_model_props(model, {"stn.mean": "0.5", "stn.std": "2.0"})
+        helper.set_model_props(model, {"stn.mean": "0.5", "stn.std": "2.0", "stn.dataset": "mnist-rts"})
     onnx.save(model, str(path))
     return path
 
 
 def test_eval_plumbing(tmp_path: Path) -> None:
-    from bench import rts_eval
+    from bench import second_generator
 
     x = np.zeros((1200, 1, CANVAS, CANVAS), np.float32)
     y = np.array([3] * 1195 + [4] * 5, np.int64)
@@ -165,10 +165,10 @@ def test_eval_plumbing(tmp_path: Path) -> None:
     models = {"fake": _constant_model(tmp_path / "fake.onnx", CANVAS, 3),
               "wide": _constant_model(tmp_path / "wide.onnx", 60, 3),
               "bare": _constant_model(tmp_path / "bare.onnx", CANVAS, 3, meta=False)}
-    res = rts_eval.evaluate(models, sets)
+    res = second_generator.evaluate(models, {"rts": sets})
     row = res["fake"]["sets"]["s"]
     assert (row["errors"], row["n"], row["error"]) == (5, 1200, 5 / 1200)
-    assert row["ci95"] == list(rts_eval.wilson(5, 1200))
+    assert row["ci95"] == list(second_generator.wilson(5, 1200))
     assert (row["frame"]["errors"], row["frame"]["n"], row["wide"]["errors"], row["wide"]["n"]) == (0, 200, 5, 1000)
     assert (res["fake"]["mean"], res["fake"]["std"]) == (0.5, 2.0)
     assert "not (B, 1, 42, 42)" in res["wide"]["skipped"] and res["wide"]["sets"] == {}
