@@ -35,8 +35,9 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check model export service tests bench
 	$(BIN)/mypy service export
 
+# The bundled Table 1 models (R, RTS, P, E: one core each, two at a time; docs/table1/).
 train-rts: $(VENV)/.dev
-	$(BIN)/stn-train --config model/configs/rts_affine.json
+	$(BIN)/python -m model.table1 --run rts_affine r_affine p_projective e_tps --jobs 2
 
 train-tc: $(VENV)/.dev
 	$(BIN)/stn-train --config model/configs/tc_affine.json
@@ -49,7 +50,10 @@ train-photo: $(VENV)/.dev
 	$(BIN)/stn-train-photo --config model/configs/photo_finetune.json
 
 export: $(VENV)/.dev export-photo export-seq3 export-number
-	$(BIN)/stn-export runs/rts_affine/best.ckpt --out service/model_repository --name stn_rts
+	$(BIN)/stn-export runs/table1/rts_affine/best.ckpt --out service/model_repository --name stn_rts
+	$(BIN)/stn-export runs/table1/r_affine/best.ckpt --out service/model_repository --name stn_r
+	$(BIN)/stn-export runs/table1/p_projective/best.ckpt --out service/model_repository --name stn_p
+	$(BIN)/stn-export runs/table1/e_tps/best.ckpt --out service/model_repository --name stn_e
 	$(BIN)/stn-export runs/tc_affine/best.ckpt --out service/model_repository --name stn_tc
 
 # The MNIST-sequence model (model/seq_net.py), as it was made: the first configuration (seq3.json: scale +

@@ -135,9 +135,11 @@ def write_card(out: Path, *, name: str, opts: dict[str, Any], cfg: ModelConfig, 
 
 
 def refresh_baseline(run: Path, baseline_run: str) -> dict[str, Any]:
-    """Point a finished run's card at a baseline run that finished after it; rewrite card.json and card.md."""
+    """Point a finished run's card at a baseline run that finished after it, with the paper's figures as
+    ``PAPER`` states them now; rewrite card.json and card.md."""
     card = json.loads((run / "card.json").read_text())
     card["baseline"] = _baseline(baseline_run)
+    card["paper"] = PAPER.get(card["training"]["distortion"])
     (run / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (run / "card.md").write_text(render_markdown(card))
     return card

@@ -1,8 +1,9 @@
 """Distorted MNIST as in Jaderberg et al. 2015 (Spatial Transformer Networks), Table 1.
 
 - ``r``: rotation, angle uniform in ±90°, 28×28.
-- ``rts``: rotation ±45°, scale 0.7–1.2, placed at a uniform random position on a 42×42 canvas (the
-  scaled 28×28 box stays inside the canvas).
+- ``rts``: rotation ±45°, scale 0.7–1.2 (about the 28×28 frame's centre), placed at a uniform random position
+  on a 42×42 canvas anywhere its ink stays on the canvas (``ink_extent``; the paper's wording), not only where
+  the scaled 28×28 frame would.
 - ``p``: projective, 28×28: the image is first shrunk by s ~ U(0.75, 1.0), then each of its four corners is
   moved by N(0, 0.1) (normalised units, clipped to ±0.25).
 - ``e``: elastic (Simard et al. 2003): a U(−1, 1) displacement field per axis, Gaussian-smoothed (σ = 4 px)
@@ -54,13 +55,45 @@ def rotate(x: Tensor, g: torch.Generator, max_deg: float = 90.0) -> Tensor:
     return _sample(x, theta, x.shape[-1])
 
 
+def ink_extent(x: Tensor, angle: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Where each digit's ink reaches once rotated by ``angle`` and scaled by ``scale`` about its frame's
+    centre: the lowest and highest ``(x, y)`` offsets ``(N, 2)`` from the centre, in output pixels.
+
+    Taken over the centres of the nonzero source pixels, widened by the bilinear footprint (a source pixel
+    colours output points up to one source pixel from its centre, along either axis: ``scale (|cos| + |sin|)``
+    output pixels in x and in y), so the rendered ink lies inside.
+    """
+    n, src = x.shape[0], x.shape[-1]
+    c = (torch.arange(src, dtype=torch.float32) + 0.5) - src / 2
+    py, px = torch.meshgrid(c, c, indexing="ij")
+    p = torch.stack([px.reshape(-1), py.reshape(-1)], 1)  # (S*S, 2) source offsets (x, y)
+    R = _rotation(angle) * scale[:, None, None]  # source offset -> output offset
+    off = torch.matmul(p, R.transpose(1, 2))  # (N, S*S, 2)
+    ink = (x.reshape(n, -1) > 0)[..., None]
+    inf = torch.tensor(float("inf"))
+    pad = (scale * (angle.cos().abs() + angle.sin().abs()))[:, None]
+    blank = ~ink.any(1)  # (N, 1): no ink reaches anywhere
+    lo = torch.where(blank, 0.0, torch.where(ink, off, inf).amin(1) - pad)
+    hi = torch.where(blank, 0.0, torch.where(ink, off, -inf).amax(1) + pad)
+    return lo, hi
+
+
 def rts(x: Tensor, g: torch.Generator, canvas: int = 42) -> Tensor:
     n, src = x.shape[0], x.shape[-1]
     angle = torch.deg2rad(_u(g, n, -45.0, 45.0))
     scale = _u(g, n, 0.7, 1.2)
     half_c, half_s = canvas / 2, src / 2
-    margin = half_c - half_s * scale  # the scaled box stays on the canvas
-    centre = half_c + (torch.rand(n, 2, generator=g) * 2 - 1) * margin[:, None]  # (N, 2) canvas px
+    # Anywhere the ink stays on the canvas (the paper's wording), not only where the scaled 28x28 frame does.
+    lo, hi = ink_extent(x, angle, scale)
+    first, last = (-lo).clamp(max=half_c), (canvas - hi).clamp(min=half_c)  # the centre's range (a point if none)
+    centre = first + torch.rand(n, 2, generator=g) * (last - first)  # (N, 2) canvas px, uniform
+    return place(x, angle, scale, centre, canvas)
+
+
+def place(x: Tensor, angle: Tensor, scale: Tensor, centre: Tensor, canvas: int) -> Tensor:
+    """Digits rotated by ``angle`` and scaled by ``scale`` about their frame's centre, which lands at
+    ``centre`` ``(N, 2)`` (x, y canvas pixels) of a ``canvas`` x ``canvas`` image."""
+    half_c, half_s = canvas / 2, x.shape[-1] / 2
     # Canvas point u (px) comes from source point s = half_s + R^T (u - centre) / scale; in normalised units:
     # s_n = (half_c / (half_s * scale)) R^T u_n + R^T (half_c - centre) / (half_s * scale).
     Rt = _rotation(angle).transpose(1, 2)

@@ -72,6 +72,29 @@ def test_rts_keeps_the_ink_on_the_canvas(mnist: dict[str, Any]) -> None:
     assert float(ratio.min()) > 0.4 and float(ratio.max()) < 1.6
 
 
+def test_rts_places_the_digit_anywhere_its_ink_fits(mnist: dict[str, Any]) -> None:
+    """The paper's placement: the ink never leaves the canvas (the same draw on a canvas twice as wide, the
+    digit 21 px further in, holds the same ink), yet digits come closer to the border than the rule that the
+    whole scaled 28x28 frame stays on the canvas would allow."""
+    x8 = torch.as_tensor(mnist["test_images"][:500])
+    g = torch.Generator().manual_seed(11)
+    n = x8.shape[0]
+    angle, scale = torch.deg2rad(distort._u(g, n, -45.0, 45.0)), distort._u(g, n, 0.7, 1.2)
+    centre_draw = torch.rand(n, 2, generator=g)
+    x = distort.rts(distort.to_float(x8), torch.Generator().manual_seed(11))
+    # rts draws angle, scale, then the centre's uniform position within the ink's range, in that order.
+    lo, hi = distort.ink_extent(distort.to_float(x8), angle, scale)
+    centre = (-lo).clamp(max=21) + centre_draw * ((42 - hi).clamp(min=21) - (-lo).clamp(max=21))
+    wide = distort.place(distort.to_float(x8), angle, scale, centre + 21, 84)
+    assert torch.allclose(distort.place(distort.to_float(x8), angle, scale, centre, 42), x)
+    torch.testing.assert_close(x.sum((1, 2, 3)), wide.sum((1, 2, 3)), rtol=1e-5, atol=1e-3)
+    frame_margin = 21 - 14 * scale  # the frame rule's largest offset of the centre from the middle
+    offset = (centre - 21).abs().amax(1)
+    assert float((offset > frame_margin + 1).float().mean()) > 0.3
+    assert int(((x[:, 0, 0] + x[:, 0, -1] + x[:, 0, :, 0] + x[:, 0, :, -1]) > 0).any(1).sum()) > 0
+    assert float(distort.rts(torch.zeros(2, 1, 28, 28), g).abs().sum()) == 0.0  # a blank digit is no error
+
+
 def test_tc_has_the_digit_and_six_pieces_of_clutter(mnist: dict[str, Any]) -> None:
     g = torch.Generator().manual_seed(5)
     blank = np.zeros((4, 28, 28), np.uint8)

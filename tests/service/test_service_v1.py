@@ -312,7 +312,8 @@ def trained_digit(bundled_repo: Path, digits: tuple[np.ndarray, np.ndarray]) -> 
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     for i in range(32):
-        if int(p[i].argmax()) == int(y[i]) and p[i].max() > 0.95:
+        # Label smoothing 0.1 trains the right class towards 0.91: "confident" is above 0.9.
+        if int(p[i].argmax()) == int(y[i]) and p[i].max() > 0.9:
             return arr[i], str(int(y[i]))
     pytest.fail("stn_rts classifies none of the first 32 distorted test digits confidently")
 
