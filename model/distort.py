@@ -79,10 +79,10 @@ def ink_extent(x: Tensor, angle: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]
 
 
 def rts(x: Tensor, g: torch.Generator, canvas: int = 42) -> Tensor:
-    n, src = x.shape[0], x.shape[-1]
+    n = x.shape[0]
     angle = torch.deg2rad(_u(g, n, -45.0, 45.0))
     scale = _u(g, n, 0.7, 1.2)
-    half_c, half_s = canvas / 2, src / 2
+    half_c = canvas / 2
     # Anywhere the ink stays on the canvas (the paper's wording), not only where the scaled 28x28 frame does.
     lo, hi = ink_extent(x, angle, scale)
     first, last = (-lo).clamp(max=half_c), (canvas - hi).clamp(min=half_c)  # the centre's range (a point if none)
