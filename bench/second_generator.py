@@ -36,6 +36,7 @@ import numpy as np
 
 from bench import _load, rts_render, table1_render
 from bench.photo_eval import machine
+from export.verify import cpu_session
 from model.card import wilson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,15 +49,6 @@ DEFAULT_SEED = {**table1_render.SEEDS, "rts": rts_render.SEED}
 OWN = "distort"
 
 Sets = Mapping[str, dict[str, dict[str, Any]]] | Callable[[str], dict[str, dict[str, Any]]]
-
-
-def session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _unsupported(meta: dict[str, str], outputs: list[str]) -> str | None:
@@ -149,7 +141,7 @@ def evaluate(models: dict[str, Path], sets: Sets) -> dict[str, Any]:
     get = sets if callable(sets) else sets.__getitem__
     out: dict[str, Any] = {}
     for name, path in models.items():
-        sess = session(path)
+        sess = cpu_session(path)
         spec = describe(sess)
         res: dict[str, Any] = {"path": str(path), **spec, "sets": {}}
         out[name] = res

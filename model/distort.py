@@ -78,16 +78,21 @@ def ink_extent(x: Tensor, angle: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]
     return lo, hi
 
 
-def rts(x: Tensor, g: torch.Generator, canvas: int = 42) -> Tensor:
+def rts_draw(x: Tensor, g: torch.Generator, canvas: int = 42) -> tuple[Tensor, Tensor, Tensor]:
+    """One RTS draw per digit: the angle (radians), the scale, and the frame centre's canvas position
+    ``(N, 2)``, uniform anywhere the ink stays on the canvas (the paper's wording), not only where the scaled
+    28x28 frame does."""
     n = x.shape[0]
     angle = torch.deg2rad(_u(g, n, -45.0, 45.0))
     scale = _u(g, n, 0.7, 1.2)
     half_c = canvas / 2
-    # Anywhere the ink stays on the canvas (the paper's wording), not only where the scaled 28x28 frame does.
     lo, hi = ink_extent(x, angle, scale)
     first, last = (-lo).clamp(max=half_c), (canvas - hi).clamp(min=half_c)  # the centre's range (a point if none)
-    centre = first + torch.rand(n, 2, generator=g) * (last - first)  # (N, 2) canvas px, uniform
-    return place(x, angle, scale, centre, canvas)
+    return angle, scale, first + torch.rand(n, 2, generator=g) * (last - first)
+
+
+def rts(x: Tensor, g: torch.Generator, canvas: int = 42) -> Tensor:
+    return place(x, *rts_draw(x, g, canvas), canvas)
 
 
 def place(x: Tensor, angle: Tensor, scale: Tensor, centre: Tensor, canvas: int) -> Tensor:

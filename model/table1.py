@@ -55,11 +55,11 @@ def run_cells(cells: list[tuple[str, str]], jobs: int, runs: Path = RUNS) -> Non
     todo = [c for c in cells if not (runs / cell_name(*c) / "card.json").exists()]
     running: list[tuple[str, subprocess.Popen[bytes]]] = []
     runs.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("stn-train")  # this environment's, beside its python
     while todo or running:
         while todo and len(running) < jobs:
             d, m = todo.pop(0)
             name = cell_name(d, m)
-            exe = Path(sys.executable).with_name("stn-train")
             cmd = command(d, m, runs)
             with open(runs / f"{name}.log", "ab") as log:
                 running.append((name, subprocess.Popen([str(exe), *cmd[1:]], stdout=log, stderr=log)))

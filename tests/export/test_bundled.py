@@ -12,7 +12,7 @@ import pytest
 
 from export.onnx_export import METADATA_KEYS, read_metadata
 from export.triton import validate_entry
-from export.verify import cpu_session
+from export.verify import cpu_session, error_count, onnx_outputs
 
 REPO = Path(__file__).resolve().parents[2] / "service" / "model_repository"
 MODELS = sorted(REPO.glob("*/1/model.onnx")) if REPO.is_dir() else []
@@ -79,11 +79,6 @@ def test_bundled_family_round_trip(path: Path | None) -> None:
     assert meta["stn.transform"] == family
     x, y = test_set(card["dataset"].removeprefix("mnist-"), load_mnist())
     mean, std = float(meta["stn.mean"]), float(meta["stn.std"])
-    session = cpu_session(path)
-    wrong = 0
-    for i in range(0, x.shape[0], 1000):
-        batch = ((x[i:i + 1000].numpy() - mean) / std).astype(np.float32)
-        logits = session.run(["logits"], {"image": batch})[0]
-        wrong += int((logits.argmax(1) != y[i:i + 1000].numpy()).sum())
+    wrong = error_count(onnx_outputs(cpu_session(path), ((x.numpy() - mean) / std).astype(np.float32)), y)
     assert wrong == parity["test"]["onnx_errors"] == parity["test"]["torch_errors"]
     assert wrong == round(card["test_error"] * x.shape[0])

@@ -76,17 +76,12 @@ def test_rts_places_the_digit_anywhere_its_ink_fits(mnist: dict[str, Any]) -> No
     """The paper's placement: the ink never leaves the canvas (the same draw on a canvas twice as wide, the
     digit 21 px further in, holds the same ink), yet digits come closer to the border than the rule that the
     whole scaled 28x28 frame stays on the canvas would allow."""
-    x8 = torch.as_tensor(mnist["test_images"][:500])
+    x8 = distort.to_float(mnist["test_images"][:500])
     g = torch.Generator().manual_seed(11)
-    n = x8.shape[0]
-    angle, scale = torch.deg2rad(distort._u(g, n, -45.0, 45.0)), distort._u(g, n, 0.7, 1.2)
-    centre_draw = torch.rand(n, 2, generator=g)
-    x = distort.rts(distort.to_float(x8), torch.Generator().manual_seed(11))
-    # rts draws angle, scale, then the centre's uniform position within the ink's range, in that order.
-    lo, hi = distort.ink_extent(distort.to_float(x8), angle, scale)
-    centre = (-lo).clamp(max=21) + centre_draw * ((42 - hi).clamp(min=21) - (-lo).clamp(max=21))
-    wide = distort.place(distort.to_float(x8), angle, scale, centre + 21, 84)
-    assert torch.allclose(distort.place(distort.to_float(x8), angle, scale, centre, 42), x)
+    angle, scale, centre = distort.rts_draw(x8, torch.Generator().manual_seed(11))
+    x = distort.rts(x8, torch.Generator().manual_seed(11))
+    wide = distort.place(x8, angle, scale, centre + 21, 84)
+    assert torch.allclose(distort.place(x8, angle, scale, centre, 42), x)
     torch.testing.assert_close(x.sum((1, 2, 3)), wide.sum((1, 2, 3)), rtol=1e-5, atol=1e-3)
     frame_margin = 21 - 14 * scale  # the frame rule's largest offset of the centre from the middle
     offset = (centre - 21).abs().amax(1)
