@@ -89,6 +89,16 @@ def read_cards(runs: Path = RUNS) -> dict[str, dict[str, Any]]:
     return cards
 
 
+def read_cards_in(folder: Path) -> dict[str, dict[str, Any]]:
+    """The cards ``write`` copied into ``folder`` (``<cell>.json``)."""
+    return {cell_name(d, m): json.loads((folder / f"{cell_name(d, m)}.json").read_text())
+            for d in DISTORTIONS for m in MODELS if (folder / f"{cell_name(d, m)}.json").exists()}
+
+
+def _order(name: str) -> int:
+    return [cell_name(d, m) for d in DISTORTIONS for m in MODELS].index(name)
+
+
 def render(cards: dict[str, dict[str, Any]]) -> str:
     rows = ["| model | " + " | ".join(d.upper() for d in DISTORTIONS) + " |",
             "| --- | " + " | ".join("---" for _ in DISTORTIONS) + " |"]
@@ -122,7 +132,10 @@ def render(cards: dict[str, dict[str, Any]]) -> str:
 
 
 def write(folder: Path, runs: Path = RUNS) -> Path:
+    """The table from the runs' cards, and from the cards already in ``folder`` for cells whose run is not in
+    this checkout (a run folder holds checkpoints, never committed; the copied cards are)."""
     cards = read_cards(runs)
+    kept = {name: card for name, card in read_cards_in(folder).items() if name not in cards}
     folder.mkdir(parents=True, exist_ok=True)
     for name in cards:
         shutil.copyfile(runs / name / "card.json", folder / f"{name}.json")
@@ -131,7 +144,7 @@ def write(folder: Path, runs: Path = RUNS) -> Path:
         md = "\n".join(line for line in md.splitlines() if not line.startswith("![")) + "\n"
         (folder / f"{name}.md").write_text(md)
     out = folder / "README.md"
-    out.write_text(render(cards))
+    out.write_text(render(dict(sorted({**cards, **kept}.items(), key=lambda kv: _order(kv[0])))))
     return out
 
 

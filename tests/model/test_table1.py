@@ -70,3 +70,17 @@ def test_write_shows_only_measured_cells(tmp_path: Path) -> None:
     copied = (tmp_path / "docs" / "p_projective.md").read_text()
     assert "![" not in copied and "text" in copied  # figures are not committed beside the copy
     assert json.loads((tmp_path / "docs" / "p_projective.json").read_text())["test_error"] == 0.0071
+
+
+def test_write_keeps_the_cards_already_copied(tmp_path: Path) -> None:
+    """A fresh checkout has the committed cards but not the runs: a newly trained cell joins them."""
+    runs = tmp_path / "runs"
+    _fake_card(runs, "r_affine", 0.0097)
+    docs = tmp_path / "docs"
+    table1.write(docs, runs)
+    (runs / "r_affine" / "card.json").unlink()  # that run is gone from this checkout
+    _fake_card(runs, "e_tps", 0.0088)
+    text = table1.write(docs, runs).read_text()
+    assert text.count("not run") == 14
+    details = [line for line in text.splitlines() if line.startswith("| [")]
+    assert [d.split("]")[0][3:] for d in details] == ["r_affine", "e_tps"]  # in the table's order
