@@ -25,9 +25,9 @@ digit               MNIST-train digit with probability 0.78, else a printed digi
                     the rotated digit would not fit; rotation ±45°; centre anywhere that keeps the whole
                     rotated ink box in the frame
 stroke              thinned (min-filter 3, kept where at least half the ink survives) with
-                    probability 0.15, thickened (max-filter 3 or 5) with
-                    probability 0.3, before the warp; edge sharpness: alpha = clip((a - 0.5) * g + 0.5),
-                    g 1.5-4
+                    probability 0.15, thickened (max-filter 3, or 5 with probability 0.3; with
+                    ``legible_pen``, 3 on a 28-px MNIST digit) with probability 0.3, before the
+                    warp; edge sharpness: alpha = clip((a - 0.5) * g + 0.5), g 1.5-4
 ink                 any dark colour, as its luminance: 5-45 % of the paper's level; opacity 0.75-1
                     (pencil-like 0.45-0.75 with probability 0.1); chalk on a board: level 180-250,
                     opacity 0.6-0.95 modulated by dust noise
@@ -209,9 +209,19 @@ def frame_size(long_side: int, aspect: tuple[int, int]) -> tuple[int, int]:
     return max(8, round(long_side * aw / ah)), long_side
 
 
-def stroke(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+HEAVY_MIN_PX = 40  # the shortest mask a max-filter of 5 may thicken (a font glyph, rendered at 64 px)
+
+
+def stroke(rng: np.random.Generator, mask: np.ndarray, heavy_small: bool = True) -> np.ndarray:
     """The pen: ``mask`` thinned (min-filter 3, kept where at least half the ink survives) with probability
-    0.15, thickened (max-filter 3, or 5 with probability 0.3) with probability 0.3, else as it is."""
+    0.15, thickened (max-filter 3, or 5 with probability 0.3) with probability 0.3, else as it is.
+
+    A max-filter of 5 thickens only masks at least ``HEAVY_MIN_PX`` tall (the 64-px font glyphs); a 28-px
+    MNIST digit gets a 3 instead: a 5 widens its strokes by 4 of its 20 px, which closes the loops of most
+    digits into blobs nobody can read (most of a photo reader's errors on validation photos were such
+    blobs). The same random numbers are drawn either way. ``heavy_small`` keeps the earlier rule, which the
+    bundled photo and number models and their held-out sets were made with (``PhotoGenerator(legible_pen=
+    True)`` takes the new one)."""
     r = rng.random()
     if r < 0.15:
         thin = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3)),
@@ -219,6 +229,8 @@ def stroke(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
         return thin if thin.sum() >= 0.5 * mask.sum() else mask  # else it thinned away: keep the original
     if r < 0.45:
         size = 3 if rng.random() < 0.7 else 5
+        if size == 5 and mask.shape[0] < HEAVY_MIN_PX and not heavy_small:
+            size = 3
         return np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(size)),
                           dtype=np.float32) / 255.0
     return mask
@@ -271,7 +283,8 @@ class PhotoGenerator:
     """Renders photos of digits. ``images`` (N, 28, 28) uint8 and ``labels`` are the MNIST digits to draw
     from (MNIST-train for training, MNIST-test for held-out sets); ``fonts`` the printed-digit fonts."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, fonts: list[str], scribbles: float = 0.0) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, fonts: list[str], scribbles: float = 0.0,
+                 legible_pen: bool = False) -> None:
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"images must be (N, 28, 28), got {images.shape}")
         if not 0.0 <= scribbles <= 1.0:
@@ -280,6 +293,9 @@ class PhotoGenerator:
         # The share of stroke marks drawn as scribbles instead (0: none, and the same random stream as
         # before scribbles existed, so photos drawn without them are unchanged).
         self.scribbles = scribbles
+        # With ``legible_pen``, no max-filter of 5 on a 28-px MNIST digit (``stroke``); off, the photos of
+        # the bundled model's training and held-out sets, drawn before the rule existed.
+        self.legible_pen = legible_pen
 
     def render(self, rng: np.random.Generator, condition: str | None = None) -> Photo:
         if condition is not None and condition not in CONDITIONS:
@@ -324,7 +340,7 @@ class PhotoGenerator:
             label = int(self.labels[i])
             mask = self.images[i].astype(np.float32) / 255.0
             p["mnist_index"] = i
-        mask = stroke(rng, mask)
+        mask = stroke(rng, mask, heavy_small=not self.legible_pen)
         x0, y0, x1, y1 = ink_extent(mask)
         iw, ih = x1 - x0, y1 - y0
         angle = float(rng.uniform(-MAX_ANGLE, MAX_ANGLE))
@@ -506,11 +522,11 @@ def example(gen: PhotoGenerator, rng: np.random.Generator, side: int,
 
 
 def fixed_set(images: np.ndarray, labels: np.ndarray, fonts: list[str], seed: int, n: int,
-              side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              side: int, legible_pen: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` photos drawn once: the conditions in turn, and training's own mixture every ninth.
 
     Returns inputs (n, side, side) uint8, labels (n,) int64 and target thetas (n, 2, 3) float32."""
-    gen = PhotoGenerator(images, labels, fonts)
+    gen = PhotoGenerator(images, labels, fonts, legible_pen=legible_pen)
     rng = np.random.default_rng(seed)
     conds: list[str | None] = [*CONDITIONS, None]
     xs = np.empty((n, side, side), np.uint8)

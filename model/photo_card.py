@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from model import data as mnist
-from model import photo
+from model import photo, photo_reader
 from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from model.nets import count_params
 
@@ -179,6 +179,9 @@ def write(run: Path, eval_path: Path | None) -> dict[str, Any]:
     phases = [train]
     while phases[0]["opts"].get("init"):  # a fine-tuning run: its starting point's run first
         phases.insert(0, json.loads((Path(phases[0]["opts"]["init"]).parent / "train.json").read_text()))
+    reader = None
+    if phases[0]["opts"].get("init_classifier"):  # its classifier pre-trained by stn-train-reader
+        reader = json.loads((Path(phases[0]["opts"]["init_classifier"]).parent / "train.json").read_text())
     model, ckpt = load_checkpoint(run / "best.ckpt")
     model.eval()
     cfg = ckpt["config"]
@@ -194,9 +197,14 @@ def write(run: Path, eval_path: Path | None) -> dict[str, Any]:
         "test_set": f"{n:,} photos drawn once by model.photo.test_set (MNIST-test digits, fonts-urw-base35, "
                     f"seed {photo.TEST_SEED}, the conditions in turn)",
         "val_error": best["val_error"], "best_epoch": best["epoch"], "epochs": len(history),
-        "params": count_params(model), "wall_time_s": round(sum(p["wall_time_s"] for p in phases), 1),
+        "params": count_params(model),
+        "wall_time_s": round(sum(p["wall_time_s"] for p in phases) + (reader["wall_time_s"] if reader else 0), 1),
         "cpu_time_s_main": round(sum(p["cpu_time_s_main"] for p in phases), 1), "hardware": train["hardware"],
-        "command": " && ".join(p["command"] for p in phases), "commands": [p["command"] for p in phases],
+        "command": " && ".join(([reader["command"]] if reader else []) + [p["command"] for p in phases]),
+        "commands": ([reader["command"]] if reader else []) + [p["command"] for p in phases],
+        "reader": None if reader is None else {
+            "command": reader["command"], "opts": reader["opts"], "wall_time_s": round(reader["wall_time_s"], 1),
+            "best_true_crop_val_error": reader["best_val_error"], "history": reader["history"]},
         "phases": [{"command": p["command"], "opts": p["opts"], "wall_time_s": round(p["wall_time_s"], 1),
                     "best_val_error": p["best_val_error"], "epochs": len(p["history"])} for p in phases],
         "training": train["opts"], "model_config": cfg, "history": history,
@@ -241,9 +249,12 @@ def render(card: dict[str, Any]) -> str:
         f"- Trained on the CPU: {card['wall_time_s'] / 60:.1f} min wall in all on {hw.get('cpu', hw['platform'])} "
         f"({hw['cpu_count']} cores: {t['threads']} torch thread + {t['workers']} photo-rendering worker "
         f"processes), torch {hw['torch']}"
-        + ("; in phases: " + "; ".join(f"{p['wall_time_s'] / 60:.1f} min, {p['epochs']} epochs, best validation "
-                                       f"{_pct(p['best_val_error'])}" for p in card["phases"])
-           if len(card["phases"]) > 1 else "") + ".",
+        + ("; in phases: " + "; ".join(
+            ([f"the reader {r['wall_time_s'] / 60:.1f} min, {r['opts']['steps']:,} steps, best validation "
+              f"{_pct(r['best_true_crop_val_error'])} on the true crops"] if (r := card.get("reader")) else [])
+            + [f"{p['wall_time_s'] / 60:.1f} min, {p['epochs']} epochs, best validation "
+               f"{_pct(p['best_val_error'])}" for p in card["phases"]])
+           if len(card["phases"]) > 1 or card.get("reader") else "") + ".",
         "- Training: cross-entropy on the crop the transformer chose, plus the generator's digit box as "
         "supervision of the localisation (the crop's corners relative to its size, the coarse centre and "
         "log-size, a cross-entropy of the heat map against the true cell), plus cross-entropy on the true "
@@ -254,7 +265,13 @@ def render(card: dict[str, Any]) -> str:
                                   + (f", scribbles {p['opts']['scribbles']}" if p["opts"].get("scribbles") else "")
                                   for p in card["phases"]) + "."
         + (" The second phase starts from the first's best weights, draws a share of the pen strokes as "
-           "scribbles, and leaves out the true-crop term." if len(card["phases"]) > 1 else ""),
+           "scribbles, and leaves out the true-crop term." if len(card["phases"]) > 1 else "")
+        + (f" Before it, the classifier alone (`stn-train-reader`, `model/photo_reader.py`) read "
+           f"{r['opts']['steps']:,} batches of {r['opts']['batch_size']} synthetic crops made in torch from "
+           "MNIST-train and training-font digits (the reader's table below), chosen by its error on the true "
+           "crops of the validation photos; the photo run starts its classifier from those weights, at "
+           f"{card['training'].get('cls_lr_scale', 1.0)} times the learning rate of the rest."
+           if (r := card.get("reader")) else ""),
         "",
         "Reproduce:",
         "",
@@ -301,6 +318,8 @@ def render(card: dict[str, Any]) -> str:
         generator_table().rstrip("\n"),
         "```",
         "",
+        *(["The reader's synthetic crops, `model/photo_reader.py` (pre-training of the classifier only):", "",
+           "```", generator_table(photo_reader).rstrip("\n"), "```", ""] if card.get("reader") else []),
         "Training photos as the model sees them, with the target crop:",
         "",
         "![training photos](training_photos.png)",

@@ -2,6 +2,7 @@
 
     stn-train-photo --config model/configs/photo.json
     stn-train-photo --config model/configs/photo.json --steps-per-epoch 20 --epochs 2 --out runs/photo_smoke
+    stn-train-photo --config model/configs/photo_r.json   # classifier from stn-train-reader (model.photo_reader)
 
 Data: ``model.photo.PhotoGenerator`` over the first 55,000 MNIST-train digits and the training fonts,
 rendered by ``workers`` processes (each its own seed stream), decoded and letterboxed as the service does.
@@ -49,6 +50,11 @@ OPTS: dict[str, Any] = {
     # Fine-tuning: start from a checkpoint's weights (empty: from scratch); the share of pen strokes drawn as
     # scribbles (model.photo.PhotoGenerator).
     "init": "", "scribbles": 0.0,
+    # The classifier's weights from a reader pre-trained on synthetic crops (``stn-train-reader``, its
+    # best.pt; empty: none), and its learning rate as a share of the rest's.
+    "init_classifier": "", "cls_lr_scale": 1.0,
+    # No max-filter of 5 on 28-px MNIST digits, in training and validation photos (model.photo.stroke).
+    "legible_pen": False,
 }
 OUT_CORNERS = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])  # (4, 3)
 
@@ -60,24 +66,25 @@ def digits(data: dict[str, Any], part: str) -> tuple[np.ndarray, np.ndarray]:
 
 class Photos(IterableDataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, side: int, seed: int, epoch: int,
-                 scribbles: float = 0.0) -> None:
+                 scribbles: float = 0.0, legible_pen: bool = False) -> None:
         self.images, self.labels, self.side, self.seed, self.epoch = images, labels, side, seed, epoch
-        self.scribbles = scribbles
+        self.scribbles, self.legible_pen = scribbles, legible_pen
 
     def __iter__(self) -> Any:
         info = get_worker_info()
         wid = info.id if info else 0
         rng = np.random.default_rng([self.seed, self.epoch, wid])
-        gen = PhotoGenerator(self.images, self.labels, font_files(TRAIN_FONT_DIRS), self.scribbles)
+        gen = PhotoGenerator(self.images, self.labels, font_files(TRAIN_FONT_DIRS), self.scribbles,
+                             self.legible_pen)
         while True:
             x, y, t = example(gen, rng, self.side)
             yield torch.from_numpy(x)[None], y, torch.from_numpy(t)
 
 
-def val_set(data: dict[str, Any], n: int, side: int) -> tuple[Tensor, Tensor, Tensor]:
+def val_set(data: dict[str, Any], n: int, side: int, legible_pen: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The fixed validation photos (last 5,000 MNIST-train digits, training fonts, its own seed), uint8."""
     images, labels = digits(data, "val")
-    xs, ys, ts = fixed_set(images, labels, font_files(TRAIN_FONT_DIRS), VAL_SEED, n, side)
+    xs, ys, ts = fixed_set(images, labels, font_files(TRAIN_FONT_DIRS), VAL_SEED, n, side, legible_pen)
     return torch.from_numpy(xs)[:, None], torch.from_numpy(ys), torch.from_numpy(ts)
 
 
@@ -146,12 +153,20 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     if opts["init"]:
         model.load_state_dict(read_checkpoint(opts["init"])["state_dict"])
         log.info("weights from %s", opts["init"])
+    if opts["init_classifier"]:
+        model.classifier.load_state_dict(torch.load(opts["init_classifier"], map_location="cpu")["state_dict"])
+        log.info("classifier weights from %s", opts["init_classifier"])
     t0 = time.perf_counter()
-    val = val_set(data, int(opts["val_photos"]), side)
+    val = val_set(data, int(opts["val_photos"]), side, bool(opts["legible_pen"]))
     log.info("validation set: %d photos in %.0fs", len(val[1]), time.perf_counter() - t0)
-    opt = torch.optim.AdamW(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
+    cls_params = list(model.classifier.parameters())
+    cls_ids = {id(p) for p in cls_params}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in cls_ids], "lr": opts["lr"]},
+              {"params": cls_params, "lr": opts["lr"] * opts["cls_lr_scale"]}]
+    opt = torch.optim.AdamW(groups, lr=opts["lr"], weight_decay=opts["weight_decay"])
     total = opts["epochs"] * opts["steps_per_epoch"]
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts["lr"], total_steps=total, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
+                                                pct_start=0.15)
     data_meta = {"dataset": "photo", "labels": mnist.LABELS, "mean": 0.0, "std": 1.0, "polarity": "any",
                  "input_size": list(cfg.input_size), "resize": "letterbox", "checksums": data["checksums"]}
     history: list[dict[str, float]] = []
@@ -159,7 +174,8 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     step = 0
     for epoch in range(opts["epochs"]):
-        loader = DataLoader(Photos(images, labels, side, opts["seed"], epoch, opts["scribbles"]),
+        loader = DataLoader(Photos(images, labels, side, opts["seed"], epoch, opts["scribbles"],
+                                   bool(opts["legible_pen"])),
                             batch_size=opts["batch_size"],
                             num_workers=opts["workers"], persistent_workers=False, prefetch_factor=4
                             if opts["workers"] else None)

@@ -219,3 +219,30 @@ def test_scribbles_are_an_option_that_leaves_the_default_unchanged(gen: PhotoGen
     assert any(x != y for x, y in zip(a, c, strict=True))
     with pytest.raises(ValueError, match="scribbles must be a probability"):
         PhotoGenerator(gen.images, gen.labels, gen.fonts, scribbles=1.5)
+
+
+def test_heavy_pen_only_on_large_masks(mnist) -> None:
+    """With the legible rule a max-filter of 5 thickens font glyphs (64 px) but not 28-px MNIST digits, which
+    get a 3; the earlier rule (the default, the bundled models') still has it; both draw the same numbers."""
+    from PIL import ImageFilter
+
+    from model.photo import HEAVY_MIN_PX, stroke
+
+    digit = mnist["train_images"][0].astype(np.float32) / 255.0
+    big = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((64, 64)), dtype=np.float32) / 255.0
+    assert digit.shape[0] < HEAVY_MIN_PX <= big.shape[0]
+
+    def filtered(m: np.ndarray, size: int) -> np.ndarray:
+        img = Image.fromarray((m * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(size))
+        return np.asarray(img, dtype=np.float32) / 255.0
+
+    seen5 = seen5_small = 0
+    for seed in range(200):
+        new, old = np.random.default_rng(seed), np.random.default_rng(seed)
+        small, small_old = stroke(new, digit, heavy_small=False), stroke(old, digit)
+        assert new.random() == old.random()  # the same draws
+        if np.array_equal(small_old, filtered(digit, 5)):
+            seen5_small += 1
+            assert np.array_equal(small, filtered(digit, 3))
+        seen5 += np.array_equal(stroke(np.random.default_rng(seed), big, heavy_small=False), filtered(big, 5))
+    assert seen5 > 5 and seen5_small > 5  # 0.3 * 0.3 of 200 draws
