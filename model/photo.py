@@ -216,12 +216,12 @@ def stroke(rng: np.random.Generator, mask: np.ndarray, heavy_small: bool = True)
     """The pen: ``mask`` thinned (min-filter 3, kept where at least half the ink survives) with probability
     0.15, thickened (max-filter 3, or 5 with probability 0.3) with probability 0.3, else as it is.
 
-    A max-filter of 5 thickens only masks at least ``HEAVY_MIN_PX`` tall (the 64-px font glyphs); a 28-px
-    MNIST digit gets a 3 instead: a 5 widens its strokes by 4 of its 20 px, which closes the loops of most
-    digits into blobs nobody can read (most of a photo reader's errors on validation photos were such
-    blobs). The same random numbers are drawn either way. ``heavy_small`` keeps the earlier rule, which the
-    bundled photo and number models and their held-out sets were made with (``PhotoGenerator(legible_pen=
-    True)`` takes the new one)."""
+    By default (``heavy_small=True``: the rule the bundled photo and number models and their held-out sets
+    were made with) the max-filter of 5 thickens any mask. With ``heavy_small=False``
+    (``PhotoGenerator(legible_pen=True)``) it thickens only masks at least ``HEAVY_MIN_PX`` tall (the 64-px
+    font glyphs), and a 28-px MNIST digit gets a 3 instead: a 5 widens its strokes by 4 of its 20 px, which
+    closes the loops of most digits into blobs nobody can read (most of a photo reader's errors on
+    validation photos were such blobs). The same random numbers are drawn either way."""
     r = rng.random()
     if r < 0.15:
         thin = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3)),
