@@ -174,7 +174,7 @@ def eval_tables(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(run: Path, eval_path: Path | None) -> dict[str, Any]:
+def write(run: Path, eval_path: Path | None, limitations: Path | None = None) -> dict[str, Any]:
     train = json.loads((run / "train.json").read_text())
     phases = [train]
     while phases[0]["opts"].get("init"):  # a fine-tuning run: its starting point's run first
@@ -212,6 +212,8 @@ def write(run: Path, eval_path: Path | None) -> dict[str, Any]:
                  "train": "photos of MNIST-train digits 0-54,999 and of the training fonts, drawn fresh every step",
                  "validation": "1,600 photos of MNIST-train digits 55,000-59,999, drawn once (model selection)"},
         "photo_eval": ev,
+        "limitations": limitations.read_text() if limitations else None,
+        "limitations_file": str(limitations) if limitations else None,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     plot_curves(run / "curves.png", history)
@@ -278,7 +280,9 @@ def render(card: dict[str, Any]) -> str:
         "```",
         *card["commands"],
         "make export-photo && make eval-photo",
-        f"python -m model.photo_card {t['out']} --eval bench/results/photo_eval_<stamp>.json && make export-photo",
+        f"python -m model.photo_card {t['out']} --eval bench/results/photo_eval_<stamp>.json"
+        + (f" --limitations {card['limitations_file']}" if card.get("limitations_file") else "")
+        + " && make export-photo",
         "```",
         "",
         "Training options: `" + json.dumps(t, sort_keys=True) + "`",
@@ -289,20 +293,7 @@ def render(card: dict[str, Any]) -> str:
     lines += [
         "## Known limitations",
         "",
-        "- Distractors: set B's ruled photos have scribbles (several joined strokes) and neighbouring digits "
-        "of which more shows than the training generator draws; on those the coarse stage sometimes attends "
-        "to the scribble or the neighbour instead of the digit. With the first phase's weights, 18 of the "
-        "first 200 set-B ruled photos were misread, most of them that way (looked at by eye); the second "
-        "phase, which adds scribbles to the training marks, brought the condition from 10.1 % to 8.1 % "
-        "(`bench/results/photo_eval_20261201-2230.md` and `-2326.md`). It is still most of that condition's "
-        "error.",
-        "- One draw's luck: 1,000 photos of MNIST-test digits per condition have their own luck beyond the "
-        "interval of the rate. Set A drawn again at three more seeds (`python -m bench.photo_seeds`, "
-        "`bench/results/photo_seeds_20261202-0113.md`; 3,000 photos per condition, pooled): large 1.9 %, "
-        "medium 1.5 %, small 2.3 %, EXIF 1.9 %, printed 0.3 %, ruled 2.1 %, chalk 2.1 %. The model is about "
-        "2 % on every handwritten condition; the 0.9 % of set A's large above was a lucky draw. Most of the "
-        "error is the classifier's: on 4,000 validation photos 1.48 %, and 0.95 % given the true crop "
-        "(`bench/results/photo_analysis_20261202-0122.md`).",
+        *([card["limitations"].rstrip("\n")] if card.get("limitations") else []),
         "- One digit per photo: with two whole digits in view it reads one of them.",
         "- The photo's luminance only (as the service decodes it): a digit that differs from its paper in "
         "colour but not in brightness is invisible to it.",
@@ -339,8 +330,11 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)
     p.add_argument("--eval", type=Path, help="bench/photo_eval.py's results JSON")
+    p.add_argument("--limitations", type=Path,
+                   help="a Markdown list of what this model's measurements showed it gets wrong, put under the "
+                        "card's Known limitations before the limits every photo model shares")
     a = p.parse_args(argv)
-    card = write(a.run, a.eval)
+    card = write(a.run, a.eval, a.limitations)
     print(json.dumps({"test_error": card["test_error"], "val_error": card["val_error"]}))  # noqa: T201 (CLI)
 
 
