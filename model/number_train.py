@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from model.nets import ModelConfig, build_model, count_params, full_config
 from model.number_net import LINE_PER_CROP, NumberSTN
 from model.photo import TRAIN_FONT_DIRS, font_files
 from model.photo_train import corner_error
-from model.train import hardware, parse_options
+from model.train import hardware, run_trainer
 
 log = logging.getLogger("stn-train-number")
 
@@ -227,11 +225,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    opts = parse_options("stn-train-number", __doc__, OPTS, argv)
-    summary = train(opts, "stn-train-number " + shlex.join(argv))
-    print(json.dumps({k: summary[k] for k in ("name", "params", "metrics", "wall_time_s")}))
+    run_trainer("stn-train-number", __doc__, OPTS, train, ("name", "params", "metrics", "wall_time_s"), argv)
 
 
 if __name__ == "__main__":

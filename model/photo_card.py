@@ -191,6 +191,7 @@ def write(run: Path, eval_path: Path | None, limitations: Path | None = None) ->
     history = train["history"]
     best = min(history, key=lambda h: h["val_error"])
     ev = json.loads(eval_path.read_text()) if eval_path else None
+    commands = ([reader["command"]] if reader else []) + [p["command"] for p in phases]
     card: dict[str, Any] = {
         "name": "photo", "arch": "photo", "transform": "affine", "dataset": "photo",
         "test_error": err, "test_errors": wrong, "test_n": n,
@@ -200,8 +201,7 @@ def write(run: Path, eval_path: Path | None, limitations: Path | None = None) ->
         "params": count_params(model),
         "wall_time_s": round(sum(p["wall_time_s"] for p in phases) + (reader["wall_time_s"] if reader else 0), 1),
         "cpu_time_s_main": round(sum(p["cpu_time_s_main"] for p in phases), 1), "hardware": train["hardware"],
-        "command": " && ".join(([reader["command"]] if reader else []) + [p["command"] for p in phases]),
-        "commands": ([reader["command"]] if reader else []) + [p["command"] for p in phases],
+        "command": " && ".join(commands), "commands": commands,
         "reader": None if reader is None else {
             "command": reader["command"], "opts": reader["opts"], "wall_time_s": round(reader["wall_time_s"], 1),
             "best_true_crop_val_error": reader["best_val_error"], "history": reader["history"]},

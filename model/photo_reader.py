@@ -43,8 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -59,7 +57,7 @@ from model import data as mnist
 from model.nets import Classifier, count_params, full_config
 from model.photo import CROP_PER_INK, TRAIN_FONT_DIRS, font_files, glyph, ink_extent
 from model.photo_net import sample_border, standardise
-from model.train import hardware, parse_options
+from model.train import hardware, run_trainer
 
 log = logging.getLogger("stn-train-reader")
 
@@ -291,11 +289,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    opts = parse_options("stn-train-reader", __doc__, OPTS, argv)
-    summary = train(opts, "stn-train-reader " + shlex.join(argv))
-    print(json.dumps({k: summary[k] for k in ("name", "params", "best_val_error", "wall_time_s")}))
+    run_trainer("stn-train-reader", __doc__, OPTS, train, ("name", "params", "best_val_error", "wall_time_s"), argv)
 
 
 if __name__ == "__main__":

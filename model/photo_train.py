@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from model.checkpoint import read_checkpoint, save_checkpoint
 from model.nets import build_model, count_params, full_config
 from model.photo import TRAIN_FONT_DIRS, PhotoGenerator, example, fixed_set, font_files
 from model.photo_net import PhotoSTN
-from model.train import hardware, parse_options
+from model.train import hardware, run_trainer
 
 log = logging.getLogger("stn-train-photo")
 
@@ -220,11 +218,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    opts = parse_options("stn-train-photo", __doc__, OPTS, argv)
-    summary = train(opts, "stn-train-photo " + shlex.join(argv))
-    print(json.dumps({k: summary[k] for k in ("name", "params", "best_val_error", "wall_time_s")}))
+    run_trainer("stn-train-photo", __doc__, OPTS, train, ("name", "params", "best_val_error", "wall_time_s"), argv)
 
 
 if __name__ == "__main__":

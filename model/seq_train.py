@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +32,7 @@ from model import sequence
 from model.checkpoint import read_checkpoint, save_checkpoint
 from model.multi import NO_DIGIT, best_lengths, sequence_loss, sequence_targets
 from model.nets import ModelConfig, build_model, count_params, full_config
-from model.train import hardware, parse_options
+from model.train import hardware, run_trainer
 
 log = logging.getLogger("stn-train-seq")
 
@@ -193,11 +191,7 @@ def train(opts: dict[str, Any], command: str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    opts = parse_options("stn-train-seq", __doc__, OPTS, argv)
-    summary = train(opts, "stn-train-seq " + shlex.join(argv))
-    print(json.dumps({k: summary[k] for k in ("name", "params", "metrics", "wall_time_s")}))
+    run_trainer("stn-train-seq", __doc__, OPTS, train, ("name", "params", "metrics", "wall_time_s"), argv)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,18 @@ def parse_options(prog: str, doc: str | None, defaults: dict[str, Any], argv: li
         else:
             p.add_argument("--" + k.replace("_", "-"), type=type(v))
     return merge_options(p, p.parse_args(argv), defaults)
+
+
+def run_trainer(prog: str, doc: str | None, defaults: dict[str, Any],
+                train: Callable[[dict[str, Any], str], dict[str, Any]], summary_keys: tuple[str, ...],
+                argv: list[str] | None) -> None:
+    """A trainer's command line: logging, its options (``parse_options``), ``train(opts, command)`` with the
+    command as typed, then the summary's ``summary_keys`` printed as one JSON line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = parse_options(prog, doc, defaults, argv)
+    summary = train(opts, prog + " " + shlex.join(argv))
+    print(json.dumps({k: summary[k] for k in summary_keys}))  # noqa: T201 (CLI)
 
 
 def merge_options(p: argparse.ArgumentParser, args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
