@@ -37,7 +37,7 @@ lint: $(VENV)/.dev
 
 # The bundled Table 1 models (R, RTS, P, E: one core each, two at a time; docs/table1/).
 train-rts: $(VENV)/.dev
-	$(BIN)/python -m model.table1 --run rts_affine r_projective p_tps e_tps --jobs 2
+	$(BIN)/python -m model.table1 --run rts_affine r_projective p_tps e_projective --jobs 2
 
 train-tc: $(VENV)/.dev
 	$(BIN)/stn-train --config model/configs/tc_affine.json
@@ -53,7 +53,7 @@ export: $(VENV)/.dev export-photo export-seq3 export-number
 	$(BIN)/stn-export runs/table1/rts_affine/best.ckpt --out service/model_repository --name stn_rts
 	$(BIN)/stn-export runs/table1/r_projective/best.ckpt --out service/model_repository --name stn_r
 	$(BIN)/stn-export runs/table1/p_tps/best.ckpt --out service/model_repository --name stn_p
-	$(BIN)/stn-export runs/table1/e_tps/best.ckpt --out service/model_repository --name stn_e
+	$(BIN)/stn-export runs/table1/e_projective/best.ckpt --out service/model_repository --name stn_e
 	$(BIN)/stn-export runs/tc_affine/best.ckpt --out service/model_repository --name stn_tc
 
 # The MNIST-sequence model (model/seq_net.py), as it was made: the first configuration (seq3.json: scale +
