@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +24,31 @@ def test_skips_without_gpu(tmp_path: Path, flags: list[str], code: int) -> None:
     assert proc.returncode == code, proc.stderr
     assert proc.stdout.startswith("SKIP: ") and "GPU" in proc.stdout
     assert not out.with_suffix(".md").exists()
+
+
+def test_placement_check_catches_cpu_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check can fail: a session that runs on the CPU provider is reported node by node, as FAIL.
+
+    On the GPU every node of the bundled models ran on CUDAExecutionProvider
+    (bench/results/gpu_placement_20261204-0204.md); here the same parsing of onnxruntime's profile must
+    find the float nodes that a CPU fallback would run.
+    """
+    ort = pytest.importorskip("onnxruntime")
+    from bench import gpu_placement as gp
+
+    def cpu_session(ort_mod: Any, path: Path, profile_dir: Path | None = None, verbose: bool = False) -> Any:
+        opts = ort_mod.SessionOptions()
+        if profile_dir is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(profile_dir / path.parents[1].name)
+        return ort_mod.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(gp, "cuda_session", cpu_session)
+    model = ROOT / "service" / "model_repository" / "stn_rts" / "1" / "model.onnx"
+    p = gp.placement(ort, model, tmp_path)
+    assert p["by_provider"] == {"CPUExecutionProvider": p["nodes"]} and p["nodes"] >= 20
+    assert any("GridSample" in n for n in p["cpu_float_nodes"])  # the transformer's sampler, named
+    assert all(s not in n for n in p["cpu_float_nodes"] for s in ("int64", "bool"))
+    result = {"gpu": "test", "command": "test", "onnxruntime": ort.__version__, "host": "test",
+              "created": "now", "batches": [1], "models": [{"name": "stn_rts", "placement": p, "timings": {}}]}
+    assert "FAIL: " in gp.markdown(result) and "PASS" not in gp.markdown(result)
