@@ -39,7 +39,7 @@ log = logging.getLogger("stn-train-seq")
 OPTS: dict[str, Any] = {
     "data": "seq3", "arch": "seq", "transform": "scale_translation", "output_size": [28, 28],
     "loc_channels": [16, 32, 64], "loc_hidden": 128, "cls_channels": [32, 64, 128], "cls_hidden": 256,
-    "dropout": 0.3, "start_scale": [0.3, 1.0],
+    "dropout": 0.3, "start_scale": [0.3, 1.0], "view_pool": 2,
     "steps": 8000, "batch_size": 64, "lr": 2e-3, "loc_lr_scale": 0.3, "weight_decay": 1e-4,
     "seed": 0, "threads": 1, "val_every": 500, "val_size": 3000, "eval_batch_size": 250,
     "test_size": sequence.TEST_SIZE, "out": "runs/seq3",
@@ -56,6 +56,7 @@ def model_config(opts: dict[str, Any]) -> ModelConfig:
         "output_size": opts["output_size"], "loc_channels": opts["loc_channels"], "loc_hidden": opts["loc_hidden"],
         "cls_channels": opts["cls_channels"], "cls_hidden": opts["cls_hidden"], "dropout": opts["dropout"],
         "start_scale": opts["start_scale"], "max_len": sequence.N_DIGITS, "mean": mnist.MEAN, "std": mnist.STD,
+        "view_pool": opts["view_pool"],
     })
 
 

@@ -132,3 +132,12 @@ def test_predicting_and_the_card_leave_the_weights_and_batch_norms_alone(tmp_pat
     model.train()
     predict(model, xs, 5)
     assert model.training
+
+
+def test_the_trainer_passes_view_pool_to_the_model() -> None:
+    """``view_pool`` (how far the localisation view is pooled) is a trainer option: 2 by default, as bundled."""
+    from model.seq_train import OPTS, model_config
+
+    assert model_config(OPTS).view_pool == 2
+    cfg = model_config({**OPTS, "view_pool": 1})
+    assert cfg.view_pool == 1 and SequenceSTN(cfg).view_pool == 1
