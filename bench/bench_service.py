@@ -631,9 +631,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             result["photos"] = photo_run(args, scratch, env)
         except (subprocess.CalledProcessError, OSError) as exc:  # e.g. no fonts to render photos with
-            # The PNG levels are measured already: keep them, and say why the photo levels are missing.
-            tail = (getattr(exc, "stderr", None) or "").strip()[-300:]
-            result["photos_error"] = f"{exc}: {tail}" if tail else str(exc)
+            # The PNG levels are measured already: keep them, and say why the photo levels are missing (the
+            # photo renderer's own traceback went to this process's stderr).
+            result["photos_error"] = str(exc)
             log(f"photo levels not measured: {result['photos_error']}")
 
     # 3. R_ort, with the server gone (the CPU is ours)

@@ -16,7 +16,7 @@
 # (skip it with SKIP_PLACEMENT=1) and bench/bench_service.py with provider cuda and, on the same machine in
 # the same call, provider cpu. Everything lands in $OUT; commit it under bench/results/.
 #
-# Seen on the lease of 2026-12-04: placement PASS on all nine models; the CUDA service run was lost to the
+# Seen on the lease of 2026-12-04: placement PASS on all eight models and their seven FP16 twins; the CUDA service run was lost to the
 # photo stage (no fonts there; since then the photo stage failing keeps the PNG levels, and the fonts travel).
 set -uo pipefail
 PARTS=/tmp/ortparts
@@ -32,11 +32,11 @@ final)
         && cp .dev/fonts/* /usr/share/fonts/opentype/urw-base35/
     [ -f .dev/p5 ] && mkdir -p "$PARTS" && mv .dev/p5 "$PARTS/"
     if [ ! -d /tmp/site/onnxruntime ]; then
-        cat "$PARTS"/p1 "$PARTS"/p2 "$PARTS"/p3 "$PARTS"/p4 "$PARTS"/p5 \
-            > /tmp/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+        whl=/tmp/$(awk '{print $2}' .dev/wheel.sha256)  # the wheel's name, as gpu_prepare.sh downloaded it
+        cat "$PARTS"/p{1..5} > "$whl"
         (cd /tmp && sha256sum -c "$OLDPWD/.dev/wheel.sha256") || exit 1
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-            /tmp/onnxruntime_gpu-*.whl .dev/svc/*.whl || exit 1
+            "$whl" .dev/svc/*.whl || exit 1
     fi
     export PYTHONPATH=/tmp/site:$PWD PATH=$PWD/.dev/bin:$PATH LD_LIBRARY_PATH=$PWD/.dev/lib:${LD_LIBRARY_PATH:-}
     site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 64, 256)
 EXIT_OK, EXIT_CPU_NODES, EXIT_USAGE, EXIT_NO_GPU = 0, 1, 2, 3
 SHAPE_TYPES = ("int64", "int32", "bool")
+PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]  # CUDA first, the CPU as fallback
 
 
 def gpu_name() -> str | None:
@@ -82,7 +83,7 @@ def cuda_session(ort: Any, path: Path, profile_dir: Path | None = None, verbose:
     if verbose:
         opts.log_severity_level = 0
         opts.log_verbosity_level = 1
-    return ort.InferenceSession(str(path), opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=PROVIDERS)
 
 
 def input_batch(meta: dict[str, str], n: int, seed: int = 0) -> np.ndarray:
