@@ -189,9 +189,18 @@ def to_float(images_u8: Tensor | Any) -> Tensor:
     return (t.float() / 255.0).reshape(-1, 1, t.shape[-2], t.shape[-1])
 
 
-def distort(name: str, images_u8: Tensor | Any, g: torch.Generator, clutter_u8: Tensor | Any = None) -> Tensor:
-    """Distort a batch of uint8 digits ``(N, 28, 28)``; returns float32 ``(N, 1, S, S)`` in ``[0, 1]``."""
+def distort(name: str, images_u8: Tensor | Any, g: torch.Generator, clutter_u8: Tensor | Any = None,
+            pre_elastic: float = 0.0) -> Tensor:
+    """Distort a batch of uint8 digits ``(N, 28, 28)``; returns float32 ``(N, 1, S, S)`` in ``[0, 1]``.
+
+    ``pre_elastic`` = p (training augmentation only; the fixed sets never use it): a share p of the digits,
+    drawn per digit, first get the ``e`` distortion (Simard's elastic field) on their 28x28 frame."""
     x = to_float(images_u8)
+    if pre_elastic > 0:
+        chosen = torch.rand(x.shape[0], generator=g) < pre_elastic
+        if bool(chosen.any()):
+            x = x.clone()
+            x[chosen] = elastic(x[chosen], g)
     if name == "r":
         return rotate(x, g)
     if name == "rts":

@@ -63,6 +63,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "stop_after": 0,
     "eval_batch_size": 500,
     "channels_last": False,
+    "pre_elastic": 0.0,
 }
 
 
@@ -95,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse.
     p.add_argument("--channels-last", action="store_true", default=None,
                    help="train on channels-last tensors (same model, about 1.7x faster steps on a CPU; other "
                         "kernels, so not bitwise the weights of a run without it)")
+    p.add_argument("--pre-elastic", type=float, metavar="P",
+                   help="augmentation: a share P of the training digits first get the e distortion (Simard's "
+                        "elastic field) before the run's own distortion (default 0)")
     args = p.parse_args(argv)
     return merge_options(p, args, TRAIN_DEFAULTS), args
 
@@ -256,7 +260,7 @@ def train(opts: dict[str, Any], resume: Path | None = None, command: str | None 
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, leave=False)
         for step in bar:
             idx = perm[step * opts["batch_size"]:(step + 1) * opts["batch_size"]]
-            xb = distort.distort(opts["distortion"], train_x[idx], g, train_x)
+            xb = distort.distort(opts["distortion"], train_x[idx], g, train_x, pre_elastic=opts["pre_elastic"])
             xb = ((xb - mnist.MEAN) / mnist.STD).to(device, memory_format=memory)
             yb = train_y[idx].to(device)
             logits = model(xb)[0]

@@ -121,3 +121,21 @@ def test_unknown_distortion() -> None:
 def test_tc_needs_clutter() -> None:
     with pytest.raises(ValueError, match="needs clutter_u8"):
         distort.distort("tc", np.zeros((1, 28, 28), np.uint8), torch.Generator())
+
+
+def test_pre_elastic_deforms_the_chosen_share_first_and_leaves_the_rest(mnist: dict[str, Any]) -> None:
+    """``pre_elastic`` = p: the digits a per-digit draw chose get the ``e`` field before the run's distortion,
+    the others are distorted as without it; p = 0 is the plain distortion."""
+    x8 = torch.as_tensor(mnist["train_images"][:64])
+    plain = distort.distort("rts", x8, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(distort.distort("rts", x8, torch.Generator().manual_seed(3), pre_elastic=0.0), plain)
+
+    got = distort.distort("rts", x8, torch.Generator().manual_seed(3), pre_elastic=0.5)
+    g = torch.Generator().manual_seed(3)
+    chosen = torch.rand(64, generator=g) < 0.5
+    x = distort.to_float(x8)
+    x[chosen] = distort.elastic(x[chosen], g)
+    torch.testing.assert_close(got, distort.rts(x, g))
+    assert 16 < int(chosen.sum()) < 48
+    # The chosen digits really were deformed: their 28x28 frames differ from the originals.
+    assert float((x[chosen] - distort.to_float(x8)[chosen]).abs().amax(dim=(1, 2, 3)).min()) > 0.1
