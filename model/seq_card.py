@@ -140,6 +140,16 @@ def measure(run: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple
     return model, ckpt, ev, pred, theta
 
 
+def supervision(opts: dict[str, Any]) -> str:
+    """The card's sentence on what trained the windows: labels alone, or labels and the generator's boxes."""
+    w = float(opts.get("box_weight") or 0.0)
+    if not w:
+        return "Trained with the digits' labels only: no box or position was ever given."
+    return (f"Trained with the digits' labels and, as supervision of the windows, the generator's boxes "
+            f"(`box_weight` {w:g}: the mean absolute difference between transformer i's window and digit i's "
+            "28x28 frame, added to the loss); Sønderby et al.'s models below learned from labels alone.")
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.2f} %"
 
@@ -159,7 +169,8 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
                       "wall_time_s": round(otrain["wall_time_s"], 1),
                       "transform": otrain["opts"]["transform"], "start_scale": otrain["opts"]["start_scale"],
                       "loc_lr_scale": otrain["opts"]["loc_lr_scale"], "steps": otrain["opts"]["steps"],
-                      "threads": otrain["opts"]["threads"], **oev})
+                      "threads": otrain["opts"]["threads"],
+                      "box_weight": float(otrain["opts"].get("box_weight") or 0.0), **oev})
     base = None
     curves = {f"{train['arch']} (this model)": train["history"]}
     if baseline:
@@ -214,8 +225,7 @@ def markdown(card: dict[str, Any]) -> str:
         "side on a 100x100 canvas with eight 9x9 pieces of clutter), left to right, with one spatial transformer "
         "per digit (`model.seq_net.SequenceSTN`): a shared localisation trunk, one head per transformer, each "
         f"a `{card['transform']}` window ({FAMILY_WORDS.get(card['transform'], 'its family')}) whose 28x28 "
-        "crop a shared classifier reads. "
-        "Trained with the digits' labels only: no box or position was ever given.", "",
+        "crop a shared classifier reads. " + supervision(card["training"]), "",
         f"## Results on the fixed test set ({card['test_set']})", "",
         "| model | per-digit error | sequence error | parameters | training time |",
         "| --- | --- | --- | --- | --- |",
@@ -223,7 +233,8 @@ def markdown(card: dict[str, Any]) -> str:
     for name, d, s, p, t in rows:
         lines.append(f"| {name} | {_pct(d)} | {_pct(s)} | {p:,} | {t / 60:.1f} min |")
     for o in card.get("other_runs") or []:
-        lines.append(f"| another run: {o['transform']}, start {o['start_scale']}, localisation "
+        boxes = f", boxes {o['box_weight']:g}" if o.get("box_weight") else ""
+        lines.append(f"| another run: {o['transform']}{boxes}, start {o['start_scale']}, localisation "
                      f"{o['loc_lr_scale']}x the rate, {o['steps']:,} steps on {o['threads']} thread"
                      f"{'s' if o['threads'] > 1 else ''} (validation {_pct(o['val_digit_error'])}) | "
                      f"{_pct(o['digit_error'])} | {_pct(o['sequence_error'])} | | {o['wall_time_s'] / 60:.1f} min |")

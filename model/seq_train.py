@@ -9,8 +9,11 @@ digits from MNIST-train 0-54,999 on a cluttered 100x100 canvas, drawn fresh ever
 per-digit error on its fixed validation set (MNIST-train 55,000-59,999, its own seed). MNIST-test is read only
 once, at the end, for the fixed test set the card reports.
 
-Loss: labels only, no boxes: cross-entropy of the length and of every position (``model.multi.sequence_loss``).
-The transformers learn where to look from the reader's error alone.
+Loss: cross-entropy of the length and of every position (``model.multi.sequence_loss``). By default labels
+only, no boxes: the transformers learn where to look from the reader's error alone, as in Sønderby et al.
+With ``box_weight`` = w > 0 the generator's boxes supervise the windows too: w times the mean absolute
+difference between transformer i's window (its x and y half-sizes and centre, in the input's normalised
+units) and digit i's 28x28 frame (``window_targets``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ OPTS: dict[str, Any] = {
     "dropout": 0.3, "start_scale": [0.3, 1.0], "view_pool": 2,
     "steps": 8000, "batch_size": 64, "lr": 2e-3, "loc_lr_scale": 0.3, "weight_decay": 1e-4,
     "seed": 0, "threads": 1, "val_every": 500, "val_size": 3000, "eval_batch_size": 250,
-    "test_size": sequence.TEST_SIZE, "out": "runs/seq3",
+    "test_size": sequence.TEST_SIZE, "out": "runs/seq3", "box_weight": 0.0,
 }
 DATASETS = ("seq3",)
 
@@ -60,19 +63,37 @@ def model_config(opts: dict[str, Any]) -> ModelConfig:
     })
 
 
-def batches(data: dict[str, np.ndarray], seed: int, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Fresh training batches forever: pixel-unit images (B, 1, 100, 100), lengths (B,), digits (B, L)."""
+def batches(data: dict[str, np.ndarray], seed: int,
+            batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Fresh training batches forever: pixel-unit images (B, 1, 100, 100), lengths (B,), digits (B, L), and
+    the digits' boxes (B, L, 4) (x0, y0, x1, y1 canvas pixels)."""
     images, labels = data["train_images"][:55_000], data["train_labels"][:55_000]
     rng = np.random.default_rng([seed, 1])
     while True:
         xs = np.empty((batch, 1, sequence.CANVAS, sequence.CANVAS), np.float32)
+        boxes = np.empty((batch, sequence.N_DIGITS, 4), np.float32)
         ys = []
         for i in range(batch):
             s = sequence.render(rng, images, labels)
             xs[i, 0] = s.image
+            boxes[i] = s.boxes
             ys.append(s.labels.tolist())
         lengths, digits = sequence_targets(ys, sequence.N_DIGITS)
-        yield torch.from_numpy(xs), lengths, digits
+        yield torch.from_numpy(xs), lengths, digits, torch.from_numpy(boxes)
+
+
+def window_targets(boxes: Tensor, side: int) -> Tensor:
+    """Boxes (..., 4) in pixels of a ``side`` x ``side`` input -> the window that shows each exactly, as
+    (..., 4): x half-size, y half-size, x centre, y centre, in normalised units (``align_corners=False``:
+    the input spans [-1, 1])."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x1 - x0) / side, (y1 - y0) / side, (x0 + x1) / side - 1, (y0 + y1) / side - 1], -1)
+
+
+def window_loss(theta: Tensor, boxes: Tensor, side: int) -> Tensor:
+    """Mean absolute difference between the windows of ``theta`` (B, L, 2, 3) and ``window_targets``."""
+    window = torch.stack([theta[..., 0, 0], theta[..., 1, 1], theta[..., 0, 2], theta[..., 1, 2]], -1)
+    return (window - window_targets(boxes, side)).abs().mean()
 
 
 @torch.no_grad()
@@ -139,9 +160,14 @@ def train(opts: dict[str, Any], command: str,
     wall0, cpu0 = time.perf_counter(), time.process_time()
     loss_sum, wrong, seen = 0.0, 0, 0
     model.train()
-    for step, (x, lengths, digits) in enumerate(batches(data, opts["seed"], opts["batch_size"]), start=1):
-        length_logits, digit_logits, _, _ = model((x - mnist.MEAN) / mnist.STD)
+    box_weight = float(opts["box_weight"])
+    if box_weight and opts["arch"] != "seq":
+        raise SystemExit("box_weight supervises the transformers' windows: it needs arch 'seq'")
+    for step, (x, lengths, digits, boxes) in enumerate(batches(data, opts["seed"], opts["batch_size"]), start=1):
+        length_logits, digit_logits, theta, _ = model((x - mnist.MEAN) / mnist.STD)
         loss = sequence_loss(length_logits, digit_logits, lengths, digits)
+        if box_weight:
+            loss = loss + box_weight * window_loss(theta, boxes, sequence.CANVAS)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -141,3 +141,50 @@ def test_the_trainer_passes_view_pool_to_the_model() -> None:
     assert model_config(OPTS).view_pool == 2
     cfg = model_config({**OPTS, "view_pool": 1})
     assert cfg.view_pool == 1 and SequenceSTN(cfg).view_pool == 1
+
+
+def test_a_window_that_shows_the_box_exactly_has_zero_window_loss() -> None:
+    """``box_weight``'s targets: the window over a digit's 28x28 frame, in the input's normalised units; a
+    theta on that window costs nothing, one moved by 5 px costs 5 / 50 in its centre's x (a quarter of it in
+    the mean over four numbers)."""
+    from model.seq_train import window_loss, window_targets
+
+    boxes = torch.tensor([[[0.0, 36.0, 28.0, 64.0], [50.0, 0.0, 78.0, 28.0]]])  # (1, 2, 4) on a 100 px canvas
+    t = window_targets(boxes, 100)
+    torch.testing.assert_close(t, torch.tensor([[[0.28, 0.28, -0.72, 0.0], [0.28, 0.28, 0.28, -0.72]]]))
+    theta = torch.zeros(1, 2, 2, 3)
+    theta[..., 0, 0], theta[..., 1, 1] = t[..., 0], t[..., 1]
+    theta[..., 0, 2], theta[..., 1, 2] = t[..., 2], t[..., 3]
+    assert float(window_loss(theta, boxes, 100)) < 1e-7
+    # The sampler agrees: this theta's crop of a canvas is the box's pixels.
+    from model.transforms import affine_grid
+
+    canvas = torch.rand(1, 1, 100, 100)
+    crop = torch.nn.functional.grid_sample(canvas, affine_grid(theta[:, 0], (28, 28)), align_corners=False)
+    torch.testing.assert_close(crop, canvas[:, :, 36:64, 0:28], atol=1e-5, rtol=0)
+    theta[0, 1, 0, 2] += 5 / 50
+    assert float(window_loss(theta, boxes, 100)) == pytest.approx(5 / 50 / 8, abs=1e-6)
+
+
+def test_box_weight_trains_the_windows_toward_the_digits(tmp_path: Path, mnist) -> None:  # type: ignore[no-untyped-def]
+    """With ``box_weight`` the windows move toward the digits' frames within a few dozen steps; a
+    labels-only run of the same length leaves them about where they started."""
+    from model.seq_train import OPTS, batches, window_loss
+
+    small = {"loc_channels": [4, 8, 8], "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16,
+             "steps": 120, "batch_size": 16, "val_every": 120, "val_size": 30, "test_size": 30, "lr": 5e-3,
+             "loc_lr_scale": 1.0, "transform": "attention", "start_scale": [0.45, 0.45]}
+    x, _, _, boxes = next(batches(mnist, 99, 64))
+
+    def loss_after(box_weight: float, out: Path) -> float:
+        from model.checkpoint import load_checkpoint
+        from model.seq_train import train
+
+        train({**OPTS, **small, "box_weight": box_weight, "out": str(out)}, "test")
+        model, _ = load_checkpoint(out / "last.ckpt")
+        model.eval()
+        with torch.no_grad():
+            return float(window_loss(model((x - 0.1307) / 0.3081)[2], boxes, 100))
+
+    supervised, labels_only = loss_after(1.0, tmp_path / "box"), loss_after(0.0, tmp_path / "labels")
+    assert supervised < 0.6 * labels_only
