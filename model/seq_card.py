@@ -154,8 +154,26 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f} %"
 
 
+def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """A previous card's model and its other runs, as rows of ``other_runs`` (measured then, on the same
+    fixed test set; marked ``carried``): how a new card keeps the runs it was chosen against when their run
+    folders are gone."""
+    t = previous["training"]
+    rows = [{"run": previous["run"], "command": previous["command"], "val_digit_error": previous["val_digit_error"],
+             "wall_time_s": previous["wall_time_s"], "transform": previous["transform"],
+             "start_scale": t["start_scale"], "loc_lr_scale": t["loc_lr_scale"], "steps": t["steps"],
+             "threads": t["threads"], "box_weight": float(t.get("box_weight") or 0.0),
+             "digit_error": previous["test_error"], "sequence_error": previous["test_sequence_error"],
+             "digit_errors": previous["test_digit_errors"], "digits": previous["test_digits"],
+             "centre_in_window": previous.get("centre_in_window")}]
+    rows += [dict(o) for o in previous.get("other_runs") or []]
+    for r in rows:
+        r["carried"] = True
+    return rows
+
+
 def write(run: Path, baseline: Path | None, name: str | None = None,
-          others: list[Path] | None = None) -> dict[str, Any]:
+          others: list[Path] | None = None, carry: Path | None = None) -> dict[str, Any]:
     data = mnist.load_mnist(None)
     test = sequence.test_set(data)
     train = json.loads((run / "train.json").read_text())
@@ -172,6 +190,10 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
                       "threads": otrain["opts"]["threads"],
                       "box_weight": float(otrain["opts"].get("box_weight") or 0.0), **oev})
     base = None
+    previous = json.loads(carry.read_text()) if carry else None
+    if previous:
+        tried += carried_runs(previous)
+        base = {**previous["baseline"], "carried": True} if previous.get("baseline") and not baseline else None
     curves = {f"{train['arch']} (this model)": train["history"]}
     if baseline:
         btrain = json.loads((baseline / "train.json").read_text())
@@ -195,7 +217,7 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
         "params": count_params(model), "wall_time_s": round(train["wall_time_s"], 1),
         "cpu_time_s": round(train["cpu_time_s"], 1), "hardware": train["hardware"], "command": train["command"],
         "training": train["opts"], "model_config": cfg, "history": history, "baseline": base, "anchors": ANCHORS,
-        "other_runs": tried,
+        "other_runs": tried, "carried_from": str(carry) if carry else None,
         "data": {"source": "MNIST (LeCun, Cortes, Burges)", "checksums_sha256": ckpt["data"]["checksums"],
                  "train": "sequences of MNIST-train digits 0-54,999, drawn fresh every step",
                  "validation": f"{train['opts']['val_size']:,} sequences of MNIST-train digits 55,000-59,999, "
@@ -234,7 +256,8 @@ def markdown(card: dict[str, Any]) -> str:
         lines.append(f"| {name} | {_pct(d)} | {_pct(s)} | {p:,} | {t / 60:.1f} min |")
     for o in card.get("other_runs") or []:
         boxes = f", boxes {o['box_weight']:g}" if o.get("box_weight") else ""
-        lines.append(f"| another run: {o['transform']}{boxes}, start {o['start_scale']}, localisation "
+        mark = " (carried)" if o.get("carried") else ""
+        lines.append(f"| another run{mark}: {o['transform']}{boxes}, start {o['start_scale']}, localisation "
                      f"{o['loc_lr_scale']}x the rate, {o['steps']:,} steps on {o['threads']} thread"
                      f"{'s' if o['threads'] > 1 else ''} (validation {_pct(o['val_digit_error'])}) | "
                      f"{_pct(o['digit_error'])} | {_pct(o['sequence_error'])} | | {o['wall_time_s'] / 60:.1f} min |")
@@ -248,6 +271,10 @@ def markdown(card: dict[str, Any]) -> str:
     if card.get("other_runs"):
         lines += ["", "Of the runs trained for this model, the one bundled is the one with the lowest validation "
                   "error; the test set chose nothing."]
+    if card.get("carried_from"):
+        lines += ["", f"Rows marked carried (and the baseline) are copied from the previous card, "
+                  f"`{card['carried_from']}`: measured then, on this same fixed test set; their run folders are not "
+                  "in this checkout, their commands below reproduce them."]
     if card.get("centre_in_window") is not None:
         lines += ["", f"Where the transformers look: the centre of digit i's 28x28 frame lies inside transformer "
                   f"i's window for {_pct(card['centre_in_window'])} of the test digits."]
@@ -264,16 +291,16 @@ def markdown(card: dict[str, Any]) -> str:
         f"{card['training']['lr']}, the localisation {card['training']['loc_lr_scale']}x), best validation at "
         f"step {card['best_step']:,} ({_pct(card['val_digit_error'])} per digit).",
         f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch "
-        f"thread{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}; the baseline and the first "
-        "configuration trained side by side, one core each.", "",
+        f"thread{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}.", "",
         "Reproduce:", "", "```", card["command"],
     ]
     if base:
         lines.append(base["command"])
     lines += [o["command"] for o in card.get("other_runs") or []]
     lines += [f"python -m model.seq_card {card['run']} --name {card['name']}"
-              + (f" --baseline {base['run']}" if base else "")
-              + "".join(f" --other {o['run']}" for o in card.get("other_runs") or []),
+              + (f" --baseline {base['run']}" if base and not base.get("carried") else "")
+              + "".join(f" --other {o['run']}" for o in card.get("other_runs") or [] if not o.get("carried"))
+              + (f" --carry {card['carried_from']}" if card.get("carried_from") else ""),
               "```", ""]
     return "\n".join(lines)
 
@@ -286,8 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="the model's name on its card (default: the run folder's)")
     p.add_argument("--other", type=Path, action="append", default=[],
                    help="another run trained for this model (chosen between on validation), for the table")
+    p.add_argument("--carry", type=Path, help="a previous card.json: its model, other runs and baseline "
+                   "join the table as carried rows (for runs whose folders are gone)")
     a = p.parse_args(argv)
-    card = write(a.run, a.baseline, a.name, a.other)
+    card = write(a.run, a.baseline, a.name, a.other, a.carry)
     print(json.dumps({k: card[k] for k in ("name", "test_error", "test_sequence_error", "centre_in_window")}))
 
 

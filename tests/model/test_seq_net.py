@@ -188,3 +188,22 @@ def test_box_weight_trains_the_windows_toward_the_digits(tmp_path: Path, mnist) 
 
     supervised, labels_only = loss_after(1.0, tmp_path / "box"), loss_after(0.0, tmp_path / "labels")
     assert supervised < 0.6 * labels_only
+
+
+def test_a_new_card_carries_the_previous_cards_runs_and_baseline() -> None:
+    """``--carry``: the previous card's model and other runs become carried rows with their own test figures,
+    and the reproduce line names the card instead of run folders that are gone."""
+    from model.seq_card import carried_runs, markdown, supervision
+
+    previous = json.loads(Path("service/model_repository/stn_seq3/card.json").read_text())
+    rows = carried_runs(previous)
+    assert len(rows) == 1 + len(previous["other_runs"]) and all(r["carried"] for r in rows)
+    assert rows[0]["digit_error"] == previous["test_error"] and rows[0]["command"] == previous["command"]
+    card = {**previous, "other_runs": rows, "carried_from": "old/card.json",
+            "baseline": {**previous["baseline"], "carried": True},
+            "training": {**previous["training"], "box_weight": 1.0}}
+    text = markdown(card)
+    assert text.count("| another run (carried):") == len(rows)
+    assert "--carry old/card.json" in text and "--baseline" not in text.split("```")[-2].splitlines()[-1]
+    assert "generator's boxes" in text and "labels only" not in text
+    assert "labels only" in supervision({}) and "`box_weight` 0.3" in supervision({"box_weight": 0.3})
