@@ -60,8 +60,9 @@ export: $(VENV)/.dev export-photo export-seq3 export-number
 # translation windows) and the baseline CNN side by side on the two cores (50 and 55 minutes), then the
 # second (seq3b.json: attention windows, labels only, 42 minutes, one core), then the second for longer on
 # both cores (seq3c.json, 32 minutes), then the second with the generator's boxes supervising the windows
-# (seq3_box.json, box_weight 1, and seq3_box03.json, 0.3) side by side (44 minutes each); the card chooses on
-# validation and shows them all on the test set.
+# (seq3_box.json, box_weight 1, and seq3_box03.json, 0.3; 44 minutes each), then box weights 5 and 20 for
+# 8,000 steps (seq3_box5.json, seq3_box20.json; 37 and 38 minutes), each pair side by side; the card chooses
+# on validation and shows them all on the test set.
 train-seq3: $(VENV)/.dev
 	mkdir -p runs
 	$(BIN)/stn-train-seq --config model/configs/seq3.json > runs/seq3.log 2>&1 & \
@@ -70,8 +71,10 @@ train-seq3: $(VENV)/.dev
 	$(BIN)/stn-train-seq --config model/configs/seq3c.json > runs/seq3c.log 2>&1
 	$(BIN)/stn-train-seq --config model/configs/seq3_box.json > runs/seq3_box.log 2>&1 & \
 	$(BIN)/stn-train-seq --config model/configs/seq3_box03.json > runs/seq3_box03.log 2>&1; wait
-	$(BIN)/python -m model.seq_card runs/seq3_box --name stn_seq3 --baseline runs/seq3_cnn --other runs/seq3 \
-		--other runs/seq3b --other runs/seq3c --other runs/seq3_box03
+	$(BIN)/stn-train-seq --config model/configs/seq3_box5.json > runs/seq3_box5.log 2>&1 & \
+	$(BIN)/stn-train-seq --config model/configs/seq3_box20.json > runs/seq3_box20.log 2>&1; wait
+	$(BIN)/python -m model.seq_card runs/seq3_box20 --name stn_seq3 --baseline runs/seq3_cnn --other runs/seq3 \
+		--other runs/seq3b --other runs/seq3c --other runs/seq3_box --other runs/seq3_box03 --other runs/seq3_box5
 
 # The number-photo model (model/number_net.py) and its baseline, as they were made: a pool of 120,000 photos
 # rendered once on both cores (9 minutes), then the model (6,000 steps) and the baseline trained side by side
@@ -91,7 +94,7 @@ train-number: $(VENV)/.dev
 # come out of three conv stages behind it (measured 1.3e-4; docs/export.md); argmax agreement and the test
 # error must still match exactly.
 export-seq3: $(VENV)/.dev
-	$(BIN)/stn-export runs/seq3_box/best.ckpt --out service/model_repository --name stn_seq3 --tol-logits 5e-4 \
+	$(BIN)/stn-export runs/seq3_box20/best.ckpt --out service/model_repository --name stn_seq3 --tol-logits 5e-4 \
 		--tol-rectified 1e-4
 
 # The photo model's parity bounds are wider (docs/export.md: its polarity flip is a sign, and its sampler

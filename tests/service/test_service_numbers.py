@@ -44,7 +44,7 @@ def test_reads_test_canvases_and_each_region_holds_its_digit(seq_server: ServerP
     """``N`` test canvases, posted at 100x100 and enlarged 3x (the regions scale with the upload): at most
     one misread digit in ten (the model's error is about 2 %), and the digits read have the centre of their
     true 28x28 frame inside their region, all but at most one in a hundred (the card measures the rate on
-    all 30,000 test digits: 99.94 % for the bundled model; one miss in these 120 is within its luck)."""
+    all 30,000 test digits: 99.98 % for the bundled model; one miss in these 120 would be within its luck)."""
     from model import sequence
 
     xs, ys, boxes = sequence.test_set(mnist, N)
