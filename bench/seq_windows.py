@@ -22,7 +22,7 @@ from bench.photo_eval import machine
 from model import data as mnist
 from model import sequence
 from model.checkpoint import load_checkpoint
-from model.seq_train import predict, window_targets
+from model.seq_train import predict, window_targets, windows
 
 
 def measure(ckpt: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, float]:
@@ -30,7 +30,7 @@ def measure(ckpt: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict
     model, _ = load_checkpoint(ckpt)
     _, pred, theta = predict(model, xs, 250)
     target = window_targets(torch.from_numpy(boxes).float(), xs.shape[-1]).numpy()
-    window = np.stack([theta[..., 0, 0], theta[..., 1, 1], theta[..., 0, 2], theta[..., 1, 2]], -1)
+    window = windows(torch.from_numpy(theta)).numpy()
     px = np.abs(window - target) * xs.shape[-1] / 2  # normalised units -> pixels
     wrong = pred[:, : ys.shape[1]] != ys
     dist = np.hypot(px[..., 2], px[..., 3])

@@ -199,8 +199,7 @@ def distort(name: str, images_u8: Tensor | Any, g: torch.Generator, clutter_u8: 
     if pre_elastic > 0:
         chosen = torch.rand(x.shape[0], generator=g) < pre_elastic
         if bool(chosen.any()):
-            x = x.clone()
-            x[chosen] = elastic(x[chosen], g)
+            x[chosen] = elastic(x[chosen], g)  # x is to_float's own new tensor
     if name == "r":
         return rotate(x, g)
     if name == "rts":

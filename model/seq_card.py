@@ -140,9 +140,14 @@ def measure(run: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple
     return model, ckpt, ev, pred, theta
 
 
+def box_weight(opts: dict[str, Any]) -> float:
+    """A run's ``box_weight`` option (0: labels only; runs from before the option have none)."""
+    return float(opts.get("box_weight") or 0.0)
+
+
 def supervision(opts: dict[str, Any]) -> str:
     """The card's sentence on what trained the windows: labels alone, or labels and the generator's boxes."""
-    w = float(opts.get("box_weight") or 0.0)
+    w = box_weight(opts)
     if not w:
         return "Trained with the digits' labels only: no box or position was ever given."
     return (f"Trained with the digits' labels and, as supervision of the windows, the generator's boxes "
@@ -162,7 +167,7 @@ def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"run": previous["run"], "command": previous["command"], "val_digit_error": previous["val_digit_error"],
              "wall_time_s": previous["wall_time_s"], "transform": previous["transform"],
              "start_scale": t["start_scale"], "loc_lr_scale": t["loc_lr_scale"], "steps": t["steps"],
-             "threads": t["threads"], "box_weight": float(t.get("box_weight") or 0.0),
+             "threads": t["threads"], "box_weight": box_weight(t),
              "digit_error": previous["test_error"], "sequence_error": previous["test_sequence_error"],
              "digit_errors": previous["test_digit_errors"], "digits": previous["test_digits"],
              "centre_in_window": previous.get("centre_in_window")}]
@@ -188,7 +193,7 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
                       "transform": otrain["opts"]["transform"], "start_scale": otrain["opts"]["start_scale"],
                       "loc_lr_scale": otrain["opts"]["loc_lr_scale"], "steps": otrain["opts"]["steps"],
                       "threads": otrain["opts"]["threads"],
-                      "box_weight": float(otrain["opts"].get("box_weight") or 0.0), **oev})
+                      "box_weight": box_weight(otrain["opts"]), **oev})
     base = None
     previous = json.loads(carry.read_text()) if carry else None
     if previous:

@@ -90,10 +90,15 @@ def window_targets(boxes: Tensor, side: int) -> Tensor:
     return torch.stack([(x1 - x0) / side, (y1 - y0) / side, (x0 + x1) / side - 1, (y0 + y1) / side - 1], -1)
 
 
+def windows(theta: Tensor) -> Tensor:
+    """Scale + translation thetas (..., 2, 3) -> their windows (..., 4) in ``window_targets``' order: x
+    half-size, y half-size, x centre, y centre."""
+    return torch.stack([theta[..., 0, 0], theta[..., 1, 1], theta[..., 0, 2], theta[..., 1, 2]], -1)
+
+
 def window_loss(theta: Tensor, boxes: Tensor, side: int) -> Tensor:
     """Mean absolute difference between the windows of ``theta`` (B, L, 2, 3) and ``window_targets``."""
-    window = torch.stack([theta[..., 0, 0], theta[..., 1, 1], theta[..., 0, 2], theta[..., 1, 2]], -1)
-    return (window - window_targets(boxes, side)).abs().mean()
+    return (windows(theta) - window_targets(boxes, side)).abs().mean()
 
 
 @torch.no_grad()
