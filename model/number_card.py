@@ -1,6 +1,7 @@
 """The number model's card: ``card.json`` + ``card.md`` in the run folder, with its figures.
 
     python -m model.number_card runs/number --name stn_number --baseline runs/number_cnn
+    python -m model.number_card runs/number_c --name stn_number --other runs/number_d --carry <previous card.json>
 
 Measures the held-out set (``model.number.test_set``: 2,000 photos of numbers, lengths 1-5 in turn, MNIST-test
 digits and the held-out fonts, its own seed) with PyTorch, for the transformer model and its baseline, so that
@@ -9,7 +10,9 @@ added), each with its 95 % interval, per length too; and where the transformers 
 whether the centre of its true crop lies inside the window of the transformer that read its position.
 Figures: training photos with their digits' boxes, test photos with the line strip and each digit
 transformer's window and crop, the windows' centres along the line over the test set (one colour per
-transformer: the transformers sharing the work), and the training curves of both models.
+transformer: the transformers sharing the work), and the training curves of both models. ``--carry`` keeps
+a previous card's model, its other runs and its baseline as rows of the new table (measured then, on the same
+fixed test set) when their run folders are gone.
 """
 
 from __future__ import annotations
@@ -171,8 +174,42 @@ def _iv(iv: list[float] | tuple[float, float]) -> str:
     return f"{100 * iv[0]:.2f}-{100 * iv[1]:.2f}"
 
 
+def recipe(opts: dict[str, Any]) -> str:
+    """The training options that tell this model's runs apart, in words (for the table's rows)."""
+    floor, jit = float(opts.get("gt_floor", 0.0)), float(opts.get("gt_jitter", 0.0))
+    crops = f"true crops fading to {floor:g}" + (f", jittered {jit:g}" if jit else "")
+    return f"learning rate {opts['lr']:g}, {crops}"
+
+
+def loss_sentence(opts: dict[str, Any]) -> str:
+    floor, jit = float(opts.get("gt_floor", 0.0)), float(opts.get("gt_jitter", 0.0))
+    crops = ("cross-entropy on the true crops fading from 1 to 0 over the first half" if not floor else
+             f"cross-entropy on the true crops with a weight falling from 1 to {floor:g} over the first half and "
+             "staying there")
+    if jit:
+        crops += (f", those crops missed at random as a localisation net misses (shift N(0, {jit:g}) half-sides, "
+                  f"scale exp N(0, {0.8 * jit:.3g}), turn N(0, {jit:g}) rad; `number_train.jitter`)")
+    return ("Loss: cross-entropy of the length and of each digit, plus the generator's boxes as supervision of the "
+            "localisation (each crop's corners, the line's centre, height and angle, the line heat map), plus "
+            f"{crops} (`model.number_train`).")
+
+
+def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """A previous card's model and its other runs, as rows of ``other_runs`` (measured then, on the same fixed
+    test set; marked ``carried``)."""
+    t = previous["training"]
+    rows = [{"run": previous["run"], "command": previous["command"], "val_number_error": previous["val_number_error"],
+             "wall_time_s": previous["wall_time_s"], "steps": t["steps"], "threads": t["threads"],
+             "recipe": recipe(t), **{k[len("test_"):]: v for k, v in previous.items()
+                                     if k.startswith("test_") and k not in ("test_error", "test_set")}}]
+    rows += [dict(o) for o in previous.get("other_runs") or []]
+    for r in rows:
+        r["carried"] = True
+    return rows
+
+
 def write(run: Path, baseline: Path | None, name: str | None = None,
-          others: list[Path] | None = None) -> dict[str, Any]:
+          others: list[Path] | None = None, carry: Path | None = None, context: str = "") -> dict[str, Any]:
     data = mnist.load_mnist(None)
     train = json.loads((run / "train.json").read_text())
     side = int(train["opts"]["input_size"])
@@ -195,7 +232,12 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
         tried.append({"run": str(other), "command": otrain["command"],
                       "val_number_error": min(h["val_number_error"] for h in otrain["history"]),
                       "wall_time_s": round(otrain["wall_time_s"], 1), "steps": otrain["opts"]["steps"],
-                      "threads": otrain["opts"]["threads"], **oev})
+                      "threads": otrain["opts"]["threads"], "recipe": recipe(otrain["opts"]), **oev})
+    previous = json.loads(carry.read_text()) if carry else None
+    if previous:
+        tried += carried_runs(previous)
+        if previous.get("baseline") and not baseline:
+            base = {**previous["baseline"], "carried": True}
     cfg = ckpt["config"]
     history = train["history"]
     best = min(history, key=lambda h: h["val_number_error"])
@@ -212,7 +254,7 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
         "wall_time_s": round(train["wall_time_s"], 1), "cpu_time_s": round(train["cpu_time_s"], 1),
         "hardware": train["hardware"], "command": train["command"], "training": train["opts"],
         "model_config": cfg, "history": history, "baseline": base, "other_runs": tried, "goals": GOALS,
-        "pool": pool,
+        "carried_from": str(carry) if carry else None, "context": context, "pool": pool,
         "data": {"source": "MNIST (LeCun, Cortes, Burges) and Debian's fonts",
                  "checksums_sha256": ckpt["data"]["checksums"],
                  "train": f"a pool of {pool['request']['n']:,} photos rendered once (model.number_pool, seed "
@@ -262,8 +304,10 @@ def markdown(card: dict[str, Any]) -> str:
         lines.append(f"| {label} | {_pct(m['test_number_error'])} ({_iv(m['test_number_interval'])}) | "
                      f"{_pct(m['test_digit_error'])} ({_iv(m['test_digit_interval'])}) | {p:,} | {t / 60:.1f} min |")
     for o in card.get("other_runs") or []:
-        lines.append(f"| another run of this model: {o['steps']:,} steps on {o['threads']} thread"
-                     f"{'s' if o['threads'] > 1 else ''} (validation {_pct(o['val_number_error'])} of numbers) | "
+        how = f"; {o['recipe']}" if o.get("recipe") else ""
+        lines.append(f"| another run of this model{' (carried)' if o.get('carried') else ''}: {o['steps']:,} steps "
+                     f"on {o['threads']} thread{'s' if o['threads'] > 1 else ''}{how} (validation "
+                     f"{_pct(o['val_number_error'])} of numbers) | "
                      f"{_pct(o['number_error'])} ({_iv(o['number_interval'])}) | {_pct(o['digit_error'])} "
                      f"({_iv(o['digit_interval'])}) | | {o['wall_time_s'] / 60:.1f} min |")
     goal_n, goal_d = card["goals"]["number_error"], card["goals"]["digit_error"]
@@ -280,6 +324,9 @@ def markdown(card: dict[str, Any]) -> str:
         "a digit misread.", "",
         *(["Of the runs trained for this model, the one bundled is the one with the lowest validation error; the "
            "test set chose nothing.", ""] if card.get("other_runs") else []),
+        *([f"Rows marked carried (and the baseline) are copied from the previous card, `{card['carried_from']}`: "
+           "measured then, on this same fixed test set; their run folders are not kept.", ""]
+          if card.get("carried_from") else []),
         "Numbers wrong by length: " + ", ".join(f"{k} digit{'s' if int(k) > 1 else ''} {_pct(v)}"
                                                 for k, v in card["test_by_length"].items())
         + (" (baseline: " + ", ".join(f"{k}: {_pct(v)}" for k, v in base["by_length"].items()) + ")"
@@ -300,18 +347,14 @@ def markdown(card: dict[str, Any]) -> str:
         "## Training", "",
         f"- Data: {card['data']['train']}. Validation: {card['data']['validation']}. MNIST-test is read only for "
         "the held-out set above.",
-        "- Loss: cross-entropy of the length and of each digit, plus the generator's boxes as supervision of "
-        "the localisation (each crop's corners, the line's centre, height and angle, the line heat map), plus "
-        "cross-entropy on the true crops fading from 1 to 0 over the first half (`model.number_train`).",
+        f"- {loss_sentence(tr)}",
         f"- {card['steps']:,} steps of {tr['batch_size']} (AdamW, one-cycle learning rate {tr['lr']}), best "
         f"validation at step {card['best_step']:,} ({_pct(card['val_number_error'])} of numbers, "
         f"{_pct(card['val_digit_error'])} of digits).",
         f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch thread"
         f"{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}, after the pool was rendered ("
-        f"{card['pool']['render_s'] / 60:.1f} min); "
-        + ("the baseline trained side by side, one core each." if hw["torch_threads"] == 1 else
-           "alone on both cores, after the baseline had trained side by side with the one-thread run, one core "
-           "each."), "",
+        f"{card['pool']['render_s'] / 60:.1f} min)" + (f"; {card['context']}" if card.get("context") else "") + ".",
+        "",
         "Generator (`model/number.py`, built on `model/photo.py`):", "", "```", card["generator"].rstrip(), "```", "",
         "Reproduce:", "", "```",
         f"python -m model.number_pool --n {card['pool']['request']['n']} --workers {card['pool']['workers']} "
@@ -322,8 +365,9 @@ def markdown(card: dict[str, Any]) -> str:
         lines.append(base["command"])
     lines += [o["command"] for o in card.get("other_runs") or []]
     lines += [f"python -m model.number_card {card['run']} --name {card['name']}"
-              + (f" --baseline {base['run']}" if base else "")
-              + "".join(f" --other {o['run']}" for o in card.get("other_runs") or []), "```", ""]
+              + (f" --baseline {base['run']}" if base and not base.get("carried") else "")
+              + "".join(f" --other {o['run']}" for o in card.get("other_runs") or [] if not o.get("carried"))
+              + (f" --carry {card['carried_from']}" if card.get("carried_from") else ""), "```", ""]
     return "\n".join(lines)
 
 
@@ -335,8 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="the model's name on its card (default: the run folder's)")
     p.add_argument("--other", type=Path, action="append", default=[],
                    help="another run trained for this model (chosen between on validation), for the table")
+    p.add_argument("--carry", type=Path, help="a previous card.json: its model, other runs and baseline join the "
+                   "table as carried rows (for runs whose folders are gone)")
+    p.add_argument("--context", default="", help="how the run shared the machine, for the card's training section")
     a = p.parse_args(argv)
-    card = write(a.run, a.baseline, a.name, a.other)
+    card = write(a.run, a.baseline, a.name, a.other, a.carry, a.context)
     print(json.dumps({k: card[k] for k in ("name", "test_number_error", "test_digit_error")}))
 
 

@@ -3,6 +3,7 @@ transforms, the line targets, the losses' gradients, and the pool."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,12 @@ from model.multi import NO_DIGIT
 from model.nets import build_model
 from model.number import fixed_set
 from model.number_net import LINE_PER_CROP, STRIP_ASPECT, STRIP_SIZE, NumberCNN, NumberSTN, compose, line_theta
-from model.number_train import errors, line_targets, number_losses
+from model.number_train import errors, jitter, line_targets, number_losses
 from model.photo import TRAIN_FONT_DIRS, font_files
 
 SMALL = {"input_size": [256, 256], "output_size": [32, 32], "loc_hidden": 32, "cls_channels": [8, 8, 8],
          "cls_hidden": 16, "max_len": 5, "mean": 0.0, "std": 1.0}
-OPTS = {"label_smoothing": 0.05, "loc_weight": 1.0}
+OPTS = {"label_smoothing": 0.05, "loc_weight": 1.0, "gt_jitter": 0.12}
 
 
 def test_number_stn_outputs_a_crop_per_position_and_the_line() -> None:
@@ -118,6 +119,28 @@ def test_number_losses_reach_every_stage(photos: tuple[np.ndarray, np.ndarray, n
         assert grad is not None and float(grad.abs().sum()) > 0, name
 
 
+def test_jitter_misses_the_crop_by_its_spread_in_the_crops_own_units() -> None:
+    """A turned crop, jittered: zero is no change; at j the centre moves N(0, j) half-sides, in the crop's own
+    frame (so its turn and size do not change the spread), the side scales by exp N(0, 0.8 j) and the turn
+    changes by N(0, j) radians."""
+    torch.manual_seed(0)
+    a, turn = 0.1, 0.4
+    theta = torch.tensor([[a * math.cos(turn), -a * math.sin(turn), 0.2],
+                          [a * math.sin(turn), a * math.cos(turn), -0.3]]).expand(20_000, 2, 3)
+    assert torch.equal(jitter(theta, 0.0), theta)
+    j = 0.12
+    out = jitter(theta, j)
+    inv = torch.linalg.inv(theta[:, :, :2])
+    shift = (inv @ (out[:, :, 2:] - theta[:, :, 2:]))[..., 0]  # in the crop's half-sides
+    assert shift.mean(0).abs().max() < 0.005 and (shift.std(0) - j).abs().max() < 0.005
+    rel = inv @ out[:, :, :2]  # the jitter's own linear part: a turn times a scale
+    log_s = 0.5 * torch.log(torch.linalg.det(rel))
+    assert abs(float(log_s.std()) - 0.8 * j) < 0.004
+    assert abs(float(torch.atan2(rel[:, 1, 0], rel[:, 0, 0]).std()) - j) < 0.004
+    assert torch.allclose(rel[:, 0, 0], rel[:, 1, 1], atol=1e-5)
+    assert torch.allclose(rel[:, 0, 1], -rel[:, 1, 0], atol=1e-5)
+
+
 def test_errors_count_misread_missed_and_added_digits() -> None:
     t = NO_DIGIT
     truth = np.array([[1, 2, 3, t, t], [4, 5, t, t, t]])
@@ -206,3 +229,27 @@ def test_a_polarity_tie_is_left_out_of_the_parity_check_and_counted() -> None:
     p = compare("x", names, ref, got, Tolerances(), exclude=np.array([False, True, False]))
     assert p.failures(names, Tolerances()) == [] and p.polarity_ties == 1 and p.n == 2
     assert polarity_ties(build_model({**SMALL, "arch": "numbercnn"}), x) is None
+
+
+def test_a_new_number_card_carries_the_previous_cards_runs_and_says_its_recipe() -> None:
+    """``--carry``: the bundled card's model and other runs become carried rows with their own test figures; the
+    reproduce line names the card instead of run folders that are gone; the loss sentence follows the run's
+    true-crop options."""
+    from model.number_card import carried_runs, loss_sentence, markdown, recipe
+
+    previous = json.loads(Path("service/model_repository/stn_number/card.json").read_text())
+    rows = carried_runs(previous)
+    assert len(rows) == 1 + len(previous["other_runs"]) and all(r["carried"] for r in rows)
+    assert rows[0]["number_error"] == previous["test_number_error"] and rows[0]["command"] == previous["command"]
+    assert rows[0]["number_interval"] == previous["test_number_interval"]
+    card = {**previous, "other_runs": rows, "carried_from": "old/card.json", "context": "alone on both cores",
+            "baseline": {**previous["baseline"], "carried": True},
+            "training": {**previous["training"], "gt_floor": 0.3, "gt_jitter": 0.12}}
+    text = markdown(card)
+    assert text.count("| another run of this model (carried):") == len(rows)
+    reproduce = text.split("```")[-2].splitlines()[-1]
+    assert "--carry old/card.json" in reproduce and "--baseline" not in reproduce and "--other" not in reproduce
+    assert "falling from 1 to 0.3" in text and "shift N(0, 0.12)" in text and "alone on both cores." in text
+    assert "fading from 1 to 0" in loss_sentence({}) and "jitter" not in loss_sentence({})
+    assert recipe({"lr": 0.002}) == "learning rate 0.002, true crops fading to 0"
+    assert recipe({"lr": 0.001, "gt_floor": 0.3, "gt_jitter": 0.12}).endswith("fading to 0.3, jittered 0.12")
