@@ -1,0 +1,91 @@
+"""Where the number model's errors come from, on its own validation photos (never the test set): the length
+it reads, the crops its digit transformers choose, or the reader that reads them.
+
+On the fixed validation photos of ``model.number_train`` (the last 5,000 MNIST-train digits, training fonts,
+its seed; the first ``--n`` of ``val_set``, a superset of the 1,000 the training run selected with), it
+measures the checkpoint (torch, eval mode):
+
+- ``numbers wrong``: what the service answers (length and digits);
+- ``length wrong``: the length read (the length head with the digits' probabilities, ``best_lengths``);
+- ``digits misread, own crops``: the reader on the crops the transformers chose, at the positions the
+  number has (whatever length was read);
+- ``digits misread, true crops``: the reader on the generator's crops (the bound of a perfect localisation);
+- the corner error of the chosen crops (their corners from the true crops', in the true crops' half-sides).
+
+    python -m bench.number_analysis runs/number_c/best.ckpt     # writes bench/results/number_analysis_<date>
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from bench import _load
+from model.card import wilson
+from model.checkpoint import load_checkpoint
+from model.data import load_mnist
+from model.multi import NO_DIGIT, best_lengths
+from model.number_net import NumberSTN
+from model.number_train import val_set
+from model.photo_train import corner_error
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--n", type=int, default=2000, help="validation photos")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, _ = load_checkpoint(args.checkpoint)
+    assert isinstance(model, NumberSTN), "a number model checkpoint (arch number)"
+    model.eval()
+    x8, digits, thetas = val_set(load_mnist(), args.n, model.side)
+    counts = {"numbers wrong": 0, "length wrong": 0, "digits misread, own crops": 0,
+              "digits misread, true crops": 0}
+    corner = 0.0
+    n_digits = 0
+    with torch.no_grad():
+        for i in range(0, len(digits), 100):
+            x = torch.from_numpy(x8[i:i + 100]).float()[:, None] / 255.0
+            d, t = torch.from_numpy(digits[i:i + 100]), torch.from_numpy(thetas[i:i + 100])
+            valid = d != NO_DIGIT
+            length_logits, digit_logits, theta, *_ = model(x)
+            n_read = best_lengths(length_logits, digit_logits)
+            pos = torch.arange(d.shape[1])[None]
+            read = torch.where(pos < n_read[:, None], digit_logits[..., :NO_DIGIT].argmax(-1), NO_DIGIT)
+            counts["numbers wrong"] += int((read != d).any(1).sum())
+            counts["length wrong"] += int((n_read != valid.sum(1)).sum())
+            counts["digits misread, own crops"] += int((digit_logits[..., :NO_DIGIT].argmax(-1) != d)[valid].sum())
+            true_read = model.read_where(x, t, valid)[:, :NO_DIGIT].argmax(-1)
+            counts["digits misread, true crops"] += int((true_read != d[valid]).sum())
+            corner += float(corner_error(theta[valid], t[valid]).sum())
+            n_digits += int(valid.sum())
+    n = len(digits)
+    lines = ["# The number model's errors: length, crops or reader", "", f"Command: `{_load.command_line()}`", "",
+             f"Checkpoint `{args.checkpoint}`; {n:,} validation photos ({n_digits:,} digits; MNIST-train "
+             "55,000-59,999, training fonts; `model.number_train.val_set`). Error % (95 % Wilson interval), of "
+             f"the numbers or of their digits; mean corner error of the chosen crops: {corner / n_digits:.3f} "
+             "true half-sides.", "", "| measure | of | error |", "| --- | --- | --- |"]
+    for k, w in counts.items():
+        of = n if k in ("numbers wrong", "length wrong") else n_digits
+        lo, hi = wilson(w, of)
+        lines.append(f"| {k} | {of:,} | {100 * w / of:.2f} ({100 * lo:.2f}–{100 * hi:.2f}) |")
+    md = "\n".join(lines) + "\n"
+    print(md)
+    if not args.no_write:
+        result = {"checkpoint": str(args.checkpoint), "n": n, "digits": n_digits, "wrong": counts,
+                  "corner_error": corner / n_digits, "command": _load.command_line()}
+        print(f"wrote {_load.write_results(RESULTS, 'number_analysis', md, result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

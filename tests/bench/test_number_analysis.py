@@ -1,0 +1,33 @@
+"""The number model's error analysis (``bench/number_analysis.py``) on a tiny untrained checkpoint: it reads
+the validation photos the trainer selects with, counts every digit of them, and its counts are consistent
+(a number read at the wrong length is a number wrong)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import number_analysis
+from model.checkpoint import save_checkpoint
+from model.nets import build_model
+from model.number_train import OPTS, model_config
+from model.photo import TRAIN_FONT_DIRS, font_files
+
+
+def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not font_files(TRAIN_FONT_DIRS):
+        pytest.skip("no training fonts (tests/setup_system.sh installs them)")
+    torch.manual_seed(0)
+    cfg = model_config({**OPTS, "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16})
+    save_checkpoint(tmp_path / "tiny.ckpt", build_model(cfg), cfg, {"dataset": "number-photo"}, {})
+    assert number_analysis.main([str(tmp_path / "tiny.ckpt"), "--n", "10", "--threads", "1", "--no-write"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in out.splitlines()
+            if line.startswith("| ") and "---" not in line and "measure" not in line}
+    assert set(rows) == {"numbers wrong", "length wrong", "digits misread, own crops", "digits misread, true crops"}
+    assert rows["numbers wrong"][0] == "10" and rows["digits misread, own crops"][0] == "30"  # lengths 1-5 in turn
+    pct = {k: float(v[1].split()[0]) for k, v in rows.items()}
+    assert all(0 <= v <= 100 for v in pct.values())
+    assert pct["numbers wrong"] >= pct["length wrong"]
