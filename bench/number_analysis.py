@@ -10,6 +10,9 @@ measures the checkpoint (torch, eval mode):
 - ``digits misread, own crops``: the reader on the crops the transformers chose, at the positions the
   number has (whatever length was read);
 - ``digits misread, true crops``: the reader on the generator's crops (the bound of a perfect localisation);
+- ``strip misses a digit``: numbers with a digit whose true crop's centre lies outside the line
+  transformer's strip (whatever the digit transformers then do, that digit is read off the strip's edge),
+  and ``length wrong, strip holds all``: the length read wrong although the strip holds every digit;
 - the corner error of the chosen crops (their corners from the true crops', in the true crops' half-sides).
 
     python -m bench.number_analysis runs/number_c/best.ckpt     # writes bench/results/number_analysis_<date>
@@ -48,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(model, NumberSTN), "a number model checkpoint (arch number)"
     model.eval()
     x8, digits, thetas = val_set(load_mnist(), args.n, model.side)
-    counts = {"numbers wrong": 0, "length wrong": 0, "digits misread, own crops": 0,
-              "digits misread, true crops": 0}
+    counts = {"numbers wrong": 0, "length wrong": 0, "strip misses a digit": 0, "length wrong, strip holds all": 0,
+              "digits misread, own crops": 0, "digits misread, true crops": 0}
     corner = 0.0
     n_digits = 0
     with torch.no_grad():
@@ -57,12 +60,18 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.from_numpy(x8[i:i + 100]).float()[:, None] / 255.0
             d, t = torch.from_numpy(digits[i:i + 100]), torch.from_numpy(thetas[i:i + 100])
             valid = d != NO_DIGIT
-            length_logits, digit_logits, theta, *_ = model(x)
+            length_logits, digit_logits, theta, _, t_line, _ = model(x)
+            inv = torch.linalg.inv(t_line[:, :, :2])
+            uv = (inv[:, None] @ (t[..., 2] - t_line[:, None, :, 2])[..., None])[..., 0]  # in the strip's units
+            outside = ((uv.abs() > 1).any(-1) & valid).any(1)
             n_read = best_lengths(length_logits, digit_logits)
             pos = torch.arange(d.shape[1])[None]
             read = torch.where(pos < n_read[:, None], digit_logits[..., :NO_DIGIT].argmax(-1), NO_DIGIT)
             counts["numbers wrong"] += int((read != d).any(1).sum())
-            counts["length wrong"] += int((n_read != valid.sum(1)).sum())
+            length_wrong = n_read != valid.sum(1)
+            counts["length wrong"] += int(length_wrong.sum())
+            counts["strip misses a digit"] += int(outside.sum())
+            counts["length wrong, strip holds all"] += int((length_wrong & ~outside).sum())
             counts["digits misread, own crops"] += int((digit_logits[..., :NO_DIGIT].argmax(-1) != d)[valid].sum())
             true_read = model.read_where(x, t, valid)[:, :NO_DIGIT].argmax(-1)
             counts["digits misread, true crops"] += int((true_read != d[valid]).sum())
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
              f"the numbers or of their digits; mean corner error of the chosen crops: {corner / n_digits:.3f} "
              "true half-sides.", "", "| measure | of | error |", "| --- | --- | --- |"]
     for k, w in counts.items():
-        of = n if k in ("numbers wrong", "length wrong") else n_digits
+        of = n_digits if k.startswith("digits") else n
         lo, hi = wilson(w, of)
         lines.append(f"| {k} | {of:,} | {100 * w / of:.2f} ({100 * lo:.2f}–{100 * hi:.2f}) |")
     md = "\n".join(lines) + "\n"

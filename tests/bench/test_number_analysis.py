@@ -26,8 +26,9 @@ def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in out.splitlines()
             if line.startswith("| ") and "---" not in line and "measure" not in line}
-    assert set(rows) == {"numbers wrong", "length wrong", "digits misread, own crops", "digits misread, true crops"}
+    assert set(rows) == {"numbers wrong", "length wrong", "strip misses a digit", "length wrong, strip holds all",
+                         "digits misread, own crops", "digits misread, true crops"}
     assert rows["numbers wrong"][0] == "10" and rows["digits misread, own crops"][0] == "30"  # lengths 1-5 in turn
     pct = {k: float(v[1].split()[0]) for k, v in rows.items()}
     assert all(0 <= v <= 100 for v in pct.values())
-    assert pct["numbers wrong"] >= pct["length wrong"]
+    assert pct["numbers wrong"] >= pct["length wrong"] >= pct["length wrong, strip holds all"]
