@@ -1,7 +1,7 @@
 """The number model's card: ``card.json`` + ``card.md`` in the run folder, with its figures.
 
     python -m model.number_card runs/number --name stn_number --baseline runs/number_cnn
-    python -m model.number_card runs/number_c --name stn_number --other runs/number_d --carry <previous card.json>
+    python -m model.number_card runs/number_d --name stn_number --other runs/number_c --carry <previous card.json>
 
 Measures the held-out set (``model.number.test_set``: 2,000 photos of numbers, lengths 1-5 in turn, MNIST-test
 digits and the held-out fonts, its own seed) with PyTorch, for the transformer model and its baseline, so that
@@ -178,7 +178,7 @@ def recipe(opts: dict[str, Any]) -> str:
     """The training options that tell this model's runs apart, in words (for the table's rows)."""
     floor, jit = float(opts.get("gt_floor", 0.0)), float(opts.get("gt_jitter", 0.0))
     crops = f"true crops fading to {floor:g}" + (f", jittered {jit:g}" if jit else "")
-    return f"learning rate {opts['lr']:g}, {crops}"
+    return f"learning rate {opts['lr']:g}, localisation weight {float(opts.get('loc_weight', 1.0)):g}, {crops}"
 
 
 def loss_sentence(opts: dict[str, Any]) -> str:
@@ -189,9 +189,10 @@ def loss_sentence(opts: dict[str, Any]) -> str:
     if jit:
         crops += (f", those crops missed at random as a localisation net misses (shift N(0, {jit:g}) half-sides, "
                   f"scale exp N(0, {0.8 * jit:.3g}), turn N(0, {jit:g}) rad; `number_train.jitter`)")
+    w = float(opts.get("loc_weight", 1.0))
     return ("Loss: cross-entropy of the length and of each digit, plus the generator's boxes as supervision of the "
-            "localisation (each crop's corners, the line's centre, height and angle, the line heat map), plus "
-            f"{crops} (`model.number_train`).")
+            "localisation (each crop's corners, the line's centre, height and angle, the line heat map"
+            + (f"; weight {w:g}" if w != 1 else "") + f"), plus {crops} (`model.number_train`).")
 
 
 def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:

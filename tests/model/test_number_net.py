@@ -251,5 +251,7 @@ def test_a_new_number_card_carries_the_previous_cards_runs_and_says_its_recipe()
     assert "--carry old/card.json" in reproduce and "--baseline" not in reproduce and "--other" not in reproduce
     assert "falling from 1 to 0.3" in text and "shift N(0, 0.12)" in text and "alone on both cores." in text
     assert "fading from 1 to 0" in loss_sentence({}) and "jitter" not in loss_sentence({})
-    assert recipe({"lr": 0.002}) == "learning rate 0.002, true crops fading to 0"
-    assert recipe({"lr": 0.001, "gt_floor": 0.3, "gt_jitter": 0.12}).endswith("fading to 0.3, jittered 0.12")
+    assert "weight 3" in loss_sentence({"loc_weight": 3.0}) and "weight" not in loss_sentence({"loc_weight": 1.0})
+    assert recipe({"lr": 0.002}) == "learning rate 0.002, localisation weight 1, true crops fading to 0"
+    assert recipe({"lr": 0.001, "loc_weight": 3, "gt_floor": 0.3, "gt_jitter": 0.12}) == \
+        "learning rate 0.001, localisation weight 3, true crops fading to 0.3, jittered 0.12"
