@@ -65,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             uv = (inv[:, None] @ (t[..., 2] - t_line[:, None, :, 2])[..., None])[..., 0]  # in the strip's units
             outside = ((uv.abs() > 1).any(-1) & valid).any(1)
             n_read = best_lengths(length_logits, digit_logits)
-            pos = torch.arange(d.shape[1])[None]
-            read = torch.where(pos < n_read[:, None], digit_logits[..., :NO_DIGIT].argmax(-1), NO_DIGIT)
+            top = digit_logits[..., :NO_DIGIT].argmax(-1)  # each crop's digit, given it holds one
+            read = torch.where(torch.arange(d.shape[1])[None] < n_read[:, None], top, NO_DIGIT)
             counts["numbers wrong"] += int((read != d).any(1).sum())
             length_wrong = n_read != valid.sum(1)
             counts["length wrong"] += int(length_wrong.sum())
             counts["strip misses a digit"] += int(outside.sum())
             counts["length wrong, strip holds all"] += int((length_wrong & ~outside).sum())
-            counts["digits misread, own crops"] += int((digit_logits[..., :NO_DIGIT].argmax(-1) != d)[valid].sum())
+            counts["digits misread, own crops"] += int((top != d)[valid].sum())
             true_read = model.read_where(x, t, valid)[:, :NO_DIGIT].argmax(-1)
             counts["digits misread, true crops"] += int((true_read != d[valid]).sum())
             corner += float(corner_error(theta[valid], t[valid]).sum())

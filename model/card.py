@@ -34,6 +34,21 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, c - h), min(1.0, c + h))
 
 
+def carried(own: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """A previous card's own row (``own``, in the new card's row form) and that card's other runs, each marked
+    ``carried``: how a new card keeps the runs it was chosen against when their run folders are gone."""
+    return [{**r, "carried": True} for r in [own, *(previous.get("other_runs") or [])]]
+
+
+def card_flags(card: dict[str, Any]) -> str:
+    """The card command's options that rebuild ``card``'s table: ``--baseline`` and ``--other`` for the runs it
+    measured itself, ``--carry`` for the card its carried rows come from."""
+    base = card.get("baseline")
+    return ((f" --baseline {base['run']}" if base and not base.get("carried") else "")
+            + "".join(f" --other {o['run']}" for o in card.get("other_runs") or [] if not o.get("carried"))
+            + (f" --carry {card['carried_from']}" if card.get("carried_from") else ""))
+
+
 def _baseline(run: str | None) -> dict[str, Any] | None:
     if not run:
         return None

@@ -29,7 +29,7 @@ from torch import nn
 
 from model import data as mnist
 from model import number, number_pool
-from model.card import wilson
+from model.card import card_flags, carried, wilson
 from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from model.multi import NO_DIGIT
 from model.nets import count_params
@@ -174,22 +174,26 @@ def _iv(iv: list[float] | tuple[float, float]) -> str:
     return f"{100 * iv[0]:.2f}-{100 * iv[1]:.2f}"
 
 
+def _weights(opts: dict[str, Any]) -> tuple[float, float, float]:
+    """A run's localisation weight, true-crop floor and jitter (runs from before an option have none)."""
+    return float(opts.get("loc_weight", 1.0)), float(opts.get("gt_floor", 0.0)), float(opts.get("gt_jitter", 0.0))
+
+
 def recipe(opts: dict[str, Any]) -> str:
     """The training options that tell this model's runs apart, in words (for the table's rows)."""
-    floor, jit = float(opts.get("gt_floor", 0.0)), float(opts.get("gt_jitter", 0.0))
+    w, floor, jit = _weights(opts)
     crops = f"true crops fading to {floor:g}" + (f", jittered {jit:g}" if jit else "")
-    return f"learning rate {opts['lr']:g}, localisation weight {float(opts.get('loc_weight', 1.0)):g}, {crops}"
+    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}"
 
 
 def loss_sentence(opts: dict[str, Any]) -> str:
-    floor, jit = float(opts.get("gt_floor", 0.0)), float(opts.get("gt_jitter", 0.0))
+    w, floor, jit = _weights(opts)
     crops = ("cross-entropy on the true crops fading from 1 to 0 over the first half" if not floor else
              f"cross-entropy on the true crops with a weight falling from 1 to {floor:g} over the first half and "
              "staying there")
     if jit:
         crops += (f", those crops missed at random as a localisation net misses (shift N(0, {jit:g}) half-sides, "
                   f"scale exp N(0, {0.8 * jit:.3g}), turn N(0, {jit:g}) rad; `number_train.jitter`)")
-    w = float(opts.get("loc_weight", 1.0))
     return ("Loss: cross-entropy of the length and of each digit, plus the generator's boxes as supervision of the "
             "localisation (each crop's corners, the line's centre, height and angle, the line heat map"
             + (f"; weight {w:g}" if w != 1 else "") + f"), plus {crops} (`model.number_train`).")
@@ -199,14 +203,11 @@ def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:
     """A previous card's model and its other runs, as rows of ``other_runs`` (measured then, on the same fixed
     test set; marked ``carried``)."""
     t = previous["training"]
-    rows = [{"run": previous["run"], "command": previous["command"], "val_number_error": previous["val_number_error"],
-             "wall_time_s": previous["wall_time_s"], "steps": t["steps"], "threads": t["threads"],
-             "recipe": recipe(t), **{k[len("test_"):]: v for k, v in previous.items()
-                                     if k.startswith("test_") and k not in ("test_error", "test_set")}}]
-    rows += [dict(o) for o in previous.get("other_runs") or []]
-    for r in rows:
-        r["carried"] = True
-    return rows
+    return carried({"run": previous["run"], "command": previous["command"],
+                    "val_number_error": previous["val_number_error"], "wall_time_s": previous["wall_time_s"],
+                    "steps": t["steps"], "threads": t["threads"], "recipe": recipe(t),
+                    **{k[len("test_"):]: v for k, v in previous.items()
+                       if k.startswith("test_") and k not in ("test_error", "test_set")}}, previous)
 
 
 def write(run: Path, baseline: Path | None, name: str | None = None,
@@ -365,10 +366,7 @@ def markdown(card: dict[str, Any]) -> str:
     if base:
         lines.append(base["command"])
     lines += [o["command"] for o in card.get("other_runs") or []]
-    lines += [f"python -m model.number_card {card['run']} --name {card['name']}"
-              + (f" --baseline {base['run']}" if base and not base.get("carried") else "")
-              + "".join(f" --other {o['run']}" for o in card.get("other_runs") or [] if not o.get("carried"))
-              + (f" --carry {card['carried_from']}" if card.get("carried_from") else ""), "```", ""]
+    lines += [f"python -m model.number_card {card['run']} --name {card['name']}{card_flags(card)}", "```", ""]
     return "\n".join(lines)
 
 

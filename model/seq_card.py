@@ -24,6 +24,7 @@ from torch import nn
 
 from model import data as mnist
 from model import sequence
+from model.card import card_flags, carried
 from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from model.multi import NO_DIGIT
 from model.nets import count_params
@@ -164,17 +165,14 @@ def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:
     fixed test set; marked ``carried``): how a new card keeps the runs it was chosen against when their run
     folders are gone."""
     t = previous["training"]
-    rows = [{"run": previous["run"], "command": previous["command"], "val_digit_error": previous["val_digit_error"],
-             "wall_time_s": previous["wall_time_s"], "transform": previous["transform"],
-             "start_scale": t["start_scale"], "loc_lr_scale": t["loc_lr_scale"], "steps": t["steps"],
-             "threads": t["threads"], "box_weight": box_weight(t),
-             "digit_error": previous["test_error"], "sequence_error": previous["test_sequence_error"],
-             "digit_errors": previous["test_digit_errors"], "digits": previous["test_digits"],
-             "centre_in_window": previous.get("centre_in_window")}]
-    rows += [dict(o) for o in previous.get("other_runs") or []]
-    for r in rows:
-        r["carried"] = True
-    return rows
+    return carried({"run": previous["run"], "command": previous["command"],
+                    "val_digit_error": previous["val_digit_error"], "wall_time_s": previous["wall_time_s"],
+                    "transform": previous["transform"], "start_scale": t["start_scale"],
+                    "loc_lr_scale": t["loc_lr_scale"], "steps": t["steps"], "threads": t["threads"],
+                    "box_weight": box_weight(t), "digit_error": previous["test_error"],
+                    "sequence_error": previous["test_sequence_error"], "digit_errors": previous["test_digit_errors"],
+                    "digits": previous["test_digits"], "centre_in_window": previous.get("centre_in_window")},
+                   previous)
 
 
 def write(run: Path, baseline: Path | None, name: str | None = None,
@@ -302,11 +300,7 @@ def markdown(card: dict[str, Any]) -> str:
     if base:
         lines.append(base["command"])
     lines += [o["command"] for o in card.get("other_runs") or []]
-    lines += [f"python -m model.seq_card {card['run']} --name {card['name']}"
-              + (f" --baseline {base['run']}" if base and not base.get("carried") else "")
-              + "".join(f" --other {o['run']}" for o in card.get("other_runs") or [] if not o.get("carried"))
-              + (f" --carry {card['carried_from']}" if card.get("carried_from") else ""),
-              "```", ""]
+    lines += [f"python -m model.seq_card {card['run']} --name {card['name']}{card_flags(card)}", "```", ""]
     return "\n".join(lines)
 
 
