@@ -48,13 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--n", type=int, default=4000, help="validation photos")
+    p.add_argument("--pen", default="legible", choices=["legible", "earlier"],
+                   help="the validation photos' pen rule (model.photo.stroke; earlier: before 2026-12-07)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     model, _ = load_checkpoint(args.checkpoint)
     assert isinstance(model, PhotoSTN), "a photo model checkpoint (arch photo)"
     side = model.input_side
-    x8, y, t = val_set(load_mnist(), args.n, side)
+    x8, y, t = val_set(load_mnist(), args.n, side, args.pen == "legible")
     wrong = {"model": 0, "true crop": 0, "refined": 0, "jittered": 0}
     corner = {"model": 0.0, "refined": 0.0}
     with torch.no_grad():
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     n = len(y)
     lines = ["# The photo model's errors: crop or classifier", "", f"Command: `{_load.command_line()}`", "",
              f"Checkpoint `{args.checkpoint}`; {n:,} validation photos (MNIST-train 55,000-59,999, training "
-             "fonts; `model.photo_train.val_set`). Error % (95 % Wilson interval); corner error: the crop's "
+             f"fonts, the {args.pen} pen; `model.photo_train.val_set`). Error % (95 % Wilson interval); corner "
+             "error: the crop's "
              "corners from the true crop's, in its half-sides.", "",
              "| crop | error | corner error |", "| --- | --- | --- |"]
     for k, w in wrong.items():
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:
-        result = {"checkpoint": str(args.checkpoint), "n": n, "wrong": wrong, "corner_error": corner,
+        result = {"checkpoint": str(args.checkpoint), "n": n, "pen": args.pen, "wrong": wrong, "corner_error": corner,
                   "command": _load.command_line()}
         print(f"wrote {_load.write_results(RESULTS, 'photo_analysis', md, result)}")
     return 0

@@ -57,12 +57,13 @@ def plot_curves(path: Path, history: list[dict[str, float]]) -> None:
     plt.close(fig)
 
 
-def montage_training(path: Path, data: dict[str, Any], n: int = 24, seed: int = 123) -> None:
+def montage_training(path: Path, data: dict[str, Any], n: int = 24, seed: int = 123, scribbles: float = 0.0,
+                     legible_pen: bool = False) -> None:
     """Training photos as the model sees them (letterboxed 256x256), with the target crop drawn."""
     from PIL import Image, ImageDraw
 
     images, labels = data["train_images"][:-5000], data["train_labels"][:-5000]
-    gen = photo.PhotoGenerator(images, labels, photo.font_files(photo.TRAIN_FONT_DIRS))
+    gen = photo.PhotoGenerator(images, labels, photo.font_files(photo.TRAIN_FONT_DIRS), scribbles, legible_pen)
     rng = np.random.default_rng(seed)
     tiles = []
     for _ in range(n):
@@ -93,7 +94,8 @@ def montage_boxes(path: Path, model: torch.nn.Module, data: dict[str, Any], seed
     """Held-out photos (MNIST-test, held-out fonts), each condition, with the model's box and its crop."""
     from PIL import Image, ImageDraw
 
-    gen = photo.PhotoGenerator(data["test_images"], data["test_labels"], photo.font_files(photo.TEST_FONT_DIRS))
+    gen = photo.PhotoGenerator(data["test_images"], data["test_labels"], photo.font_files(photo.TEST_FONT_DIRS),
+                               legible_pen=True)
     rng = np.random.default_rng(seed)
     tiles = []
     for cond in ("large", "medium", "small", "printed", "ruled", "dark", "exif", "canvas"):
@@ -131,7 +133,8 @@ def _pct(v: float | None) -> str:
 def eval_tables(ev: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for set_name, conds in ev["sets"].items():
-        title = {"A": "set A: the training generator's code, its own seed, MNIST-test, held-out fonts",
+        title = {"A": "set A: the training generator's code, its own seed, MNIST-test, held-out fonts, the "
+                      f"{ev.get('pen_a', 'earlier')} pen rule",
                  "B": "set B: the independent renderer `bench/photo_render.py`"}.get(set_name, set_name)
         lines += [f"**Through HTTP, {title}** ({ev['n_per_condition']:,} photos per condition; error %, "
                   "95 % interval):", "",
@@ -196,7 +199,7 @@ def write(run: Path, eval_path: Path | None, limitations: Path | None = None) ->
         "name": "photo", "arch": "photo", "transform": "affine", "dataset": "photo",
         "test_error": err, "test_errors": wrong, "test_n": n,
         "test_set": f"{n:,} photos drawn once by model.photo.test_set (MNIST-test digits, fonts-urw-base35, "
-                    f"seed {photo.TEST_SEED}, the conditions in turn)",
+                    f"seed {photo.TEST_SEED}, the conditions in turn, the legible pen)",
         "val_error": best["val_error"], "best_epoch": best["epoch"], "epochs": len(history),
         "params": count_params(model),
         "wall_time_s": round(sum(p["wall_time_s"] for p in phases) + (reader["wall_time_s"] if reader else 0), 1),
@@ -217,7 +220,8 @@ def write(run: Path, eval_path: Path | None, limitations: Path | None = None) ->
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     plot_curves(run / "curves.png", history)
-    montage_training(run / "training_photos.png", data)
+    montage_training(run / "training_photos.png", data, scribbles=float(train["opts"].get("scribbles", 0.0)),
+                     legible_pen=bool(train["opts"].get("legible_pen")))
     montage_boxes(run / "boxes.png", model, data)
     (run / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (run / "card.md").write_text(render(card))
@@ -225,6 +229,24 @@ def write(run: Path, eval_path: Path | None, limitations: Path | None = None) ->
     metrics = {**blob["metrics"], "test_error": err}
     save_checkpoint(run / "best.ckpt", model, cfg, blob["data"], metrics, card=card)
     return card
+
+
+def loss_sentence(opts: dict[str, Any]) -> str:
+    """What the first phase's loss was, from its options (``model.photo_train.OPTS``)."""
+    w = float(opts.get("true_crop_weight", 1.0))
+    out = ("cross-entropy on the crop the transformer chose, plus the generator's digit box as supervision of "
+           "the localisation (the crop's corners relative to its size, the coarse centre and log-size, a "
+           "cross-entropy of the heat map against the true cell)")
+    if w > 0:
+        out += (f", plus cross-entropy on the true crop with a weight falling from {w:g} to 0 over the first "
+                "half (so the classifier learns while the localisation is still poor)")
+    if opts.get("init_classifier") and float(opts.get("cls_lr_scale", 1.0)) == 0:
+        out += ("; the classifier is held at the reader's weights (learning rate 0; its batch-norm statistics "
+                "still follow the crops), so the first phase trains the localisation only, through the box "
+                "terms and the reader's cross-entropy")
+    if opts.get("scribbles"):
+        out += f"; scribbles {opts['scribbles']}"
+    return out + "."
 
 
 def render(card: dict[str, Any]) -> str:
@@ -257,22 +279,22 @@ def render(card: dict[str, Any]) -> str:
             + [f"{p['wall_time_s'] / 60:.1f} min, {p['epochs']} epochs, best validation "
                f"{_pct(p['best_val_error'])}" for p in card["phases"]])
            if len(card["phases"]) > 1 or card.get("reader") else "") + ".",
-        "- Training: cross-entropy on the crop the transformer chose, plus the generator's digit box as "
-        "supervision of the localisation (the crop's corners relative to its size, the coarse centre and "
-        "log-size, a cross-entropy of the heat map against the true cell), plus cross-entropy on the true "
-        "crop with a weight falling from 1 to 0 over the first half (so the classifier learns while the "
-        "localisation is still poor). AdamW, one-cycle schedule, batch "
+        "- Training: " + loss_sentence(card["phases"][0]["opts"]) + " AdamW, one-cycle schedule, batch "
         + ", then ".join(f"{p['opts']['batch_size']}, {p['opts']['epochs']} × {p['opts']['steps_per_epoch']} "
                                   f"steps at a peak learning rate of {p['opts']['lr']}"
                                   + (f", scribbles {p['opts']['scribbles']}" if p["opts"].get("scribbles") else "")
                                   for p in card["phases"]) + "."
-        + (" The second phase starts from the first's best weights, draws a share of the pen strokes as "
-           "scribbles, and leaves out the true-crop term." if len(card["phases"]) > 1 else "")
+        + (" The second phase starts from the first's best weights, "
+           + ("draws a share of the pen strokes as scribbles, " if not card["phases"][0]["opts"].get("scribbles")
+              else "")
+           + "trains every weight, and leaves out the true-crop term." if len(card["phases"]) > 1 else "")
+        + (" Every photo, in training and validation, is drawn with the legible pen (`model.photo.stroke`: no "
+           "max-filter of 5 on a 28-px MNIST digit)." if t.get("legible_pen") else "")
         + (f" Before it, the classifier alone (`stn-train-reader`, `model/photo_reader.py`) read "
            f"{r['opts']['steps']:,} batches of {r['opts']['batch_size']} synthetic crops made in torch from "
            "MNIST-train and training-font digits (the reader's table below), chosen by its error on the true "
            "crops of the validation photos; the photo run starts its classifier from those weights, at "
-           f"{card['training'].get('cls_lr_scale', 1.0)} times the learning rate of the rest."
+           f"{card['phases'][0]['opts'].get('cls_lr_scale', 1.0)} times the learning rate of the rest."
            if (r := card.get("reader")) else ""),
         "",
         "Reproduce:",

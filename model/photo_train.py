@@ -53,6 +53,10 @@ OPTS: dict[str, Any] = {
     "init_classifier": "", "cls_lr_scale": 1.0,
     # No max-filter of 5 on 28-px MNIST digits, in training and validation photos (model.photo.stroke).
     "legible_pen": False,
+    # The true crop's cross-entropy weight at the first step of a run from scratch (it falls to 0 over the
+    # first half); 0 leaves the term out, as with a classifier held at the reader's weights (cls_lr_scale 0),
+    # where it would train nothing.
+    "true_crop_weight": 1.0,
 }
 OUT_CORNERS = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])  # (4, 3)
 
@@ -182,7 +186,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
         for _, (x, y, t) in zip(range(opts["steps_per_epoch"]), loader, strict=False):
             # From scratch, the true crop's cross-entropy fades out over the first half; a fine-tuning run
             # (init) starts from a classifier that has long learned it.
-            gt_weight = 0.0 if opts["init"] else max(0.0, 1.0 - step / (0.5 * total))
+            gt_weight = 0.0 if opts["init"] else opts["true_crop_weight"] * max(0.0, 1.0 - step / (0.5 * total))
             loss, parts, logits = losses(model, x, y, t, opts, gt_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
