@@ -244,8 +244,6 @@ def loss_sentence(opts: dict[str, Any]) -> str:
         out += ("; the classifier is held at the reader's weights (learning rate 0; its batch-norm statistics "
                 "still follow the crops), so the first phase trains the localisation only, through the box "
                 "terms and the reader's cross-entropy")
-    if opts.get("scribbles"):
-        out += f"; scribbles {opts['scribbles']}"
     return out + "."
 
 
@@ -285,8 +283,8 @@ def render(card: dict[str, Any]) -> str:
                                   + (f", scribbles {p['opts']['scribbles']}" if p["opts"].get("scribbles") else "")
                                   for p in card["phases"]) + "."
         + (" The second phase starts from the first's best weights, "
-           + ("draws a share of the pen strokes as scribbles, " if not card["phases"][0]["opts"].get("scribbles")
-              else "")
+           + ("draws a share of the pen strokes as scribbles, " if card["phases"][-1]["opts"].get("scribbles")
+              and not card["phases"][0]["opts"].get("scribbles") else "")
            + "trains every weight, and leaves out the true-crop term." if len(card["phases"]) > 1 else "")
         + (" Every photo, in training and validation, is drawn with the legible pen (`model.photo.stroke`: no "
            "max-filter of 5 on a 28-px MNIST digit)." if t.get("legible_pen") else "")

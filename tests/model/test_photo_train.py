@@ -31,7 +31,8 @@ def test_loss_sentence_follows_the_options() -> None:
     frozen = photo_card.loss_sentence({**photo_train.OPTS, "true_crop_weight": 0.0, "cls_lr_scale": 0.0,
                                        "init_classifier": "runs/r/best.pt", "scribbles": 0.3})
     assert "true crop" not in frozen
-    assert "held at the reader's weights" in frozen and frozen.endswith("scribbles 0.3.")
+    assert "held at the reader's weights" in frozen and frozen.endswith("the reader's cross-entropy.")
+    assert "scribbles" not in frozen  # the schedule's sentence names each phase's scribbles
 
 
 def test_eval_set_a_draws_the_pen_it_is_asked_for(mnist) -> None:
