@@ -83,6 +83,9 @@ CUDA_OPS = frozenset({
     # The number model (model/number_net.py) turns its line strip: Cos-7 and Sin-7 have float CUDA kernels
     # (the same registrations).
     "Cos", "Sin",
+    # ... and with ``crop_length`` adds the reader's evidence to its length logits: Log-13 has a float CUDA
+    # kernel (cuda/math/unary_elementwise_ops.cc, beside Cos and Sin).
+    "Log",
 })
 METADATA_KEYS = ("stn.labels", "stn.input_size", "stn.output_size", "stn.mean", "stn.std", "stn.polarity",
                  "stn.transform", "stn.param_output", "stn.num_classes", "stn.dataset", "stn.test_error",

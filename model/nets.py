@@ -57,6 +57,9 @@ class ModelConfig:
     # stages 2..k+1 (the paper's ST-CNN Multi: with the input transformer, one before each of the first k+1
     # convolution layers), each with its own small localisation net (model.multi.FeatureTransformer), affine.
     feature_transformers: int = 0
+    # arch "number" only (model.number_net): the length logits add the crops' evidence, the reader's "no
+    # digit" probability at every position (trained on crops past each number's end).
+    crop_length: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:

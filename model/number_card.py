@@ -183,7 +183,8 @@ def recipe(opts: dict[str, Any]) -> str:
     """The training options that tell this model's runs apart, in words (for the table's rows)."""
     w, floor, jit = _weights(opts)
     crops = f"true crops fading to {floor:g}" + (f", jittered {jit:g}" if jit else "")
-    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}"
+    evidence = "; length from the head and the crops" if opts.get("crop_length") else ""
+    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}{evidence}"
 
 
 def loss_sentence(opts: dict[str, Any]) -> str:
@@ -194,6 +195,12 @@ def loss_sentence(opts: dict[str, Any]) -> str:
     if jit:
         crops += (f", those crops missed at random as a localisation net misses (shift N(0, {jit:g}) half-sides, "
                   f"scale exp N(0, {0.8 * jit:.3g}), turn N(0, {jit:g}) rad; `number_train.jitter`)")
+    if opts.get("crop_length"):
+        return ("Loss: cross-entropy of each digit, of \"no digit\" on the crops past each number's end, and of "
+                "the length (its logits the length head's plus the crops' evidence), plus the generator's boxes as "
+                "supervision of the localisation (each crop's corners, past the end the slots where the next "
+                "digits would be (`number_train.next_slots`); the line's centre, height and angle, the line heat "
+                "map" + (f"; weight {w:g}" if w != 1 else "") + f"), plus {crops} (`model.number_train`).")
     return ("Loss: cross-entropy of the length and of each digit, plus the generator's boxes as supervision of the "
             "localisation (each crop's corners, the line's centre, height and angle, the line heat map"
             + (f"; weight {w:g}" if w != 1 else "") + f"), plus {crops} (`model.number_train`).")
@@ -296,8 +303,12 @@ def markdown(card: dict[str, Any]) -> str:
         "transformer (`model/number_net.py`): a line transformer localised on a 64 px view finds the number and "
         "samples a 32x160 strip along it from the letterboxed 256 px photo; five affine digit transformers, "
         "localised on the strip, each sample one digit's 32 px crop from the full 256 px input; a shared "
-        "reader classifies the crops and a length head says how many digits there are. Every transformer's "
-        "parameters and samples are outputs of the graph (`theta`, `rectified`, `line_theta`, `line`).", "",
+        "reader classifies the crops and a length head says how many digits there are"
+        + (", its logits plus the crops' evidence (the reader's probability of a digit at each position below "
+           "the length and of \"no digit\" from there on, `number_net.crop_evidence`)"
+           if card["model_config"].get("crop_length") else "")
+        + ". Every transformer's parameters and samples are outputs of the graph (`theta`, `rectified`, "
+        "`line_theta`, `line`).", "",
         f"## Results on the held-out set ({card['test_set']})", "",
         "| model | numbers wrong (95 % interval) | digits wrong (95 % interval) | parameters | training time |",
         "| --- | --- | --- | --- | --- |",

@@ -13,7 +13,10 @@ while every sampler reads the full-resolution input (the paper's birds recipe, a
    ``GridSample`` reads the ``output_size`` (32) px crop of that digit from the full input.
 3. **Reader**, shared by the five crops: the single-digit models' ``Classifier`` over eleven classes (the ten
    digits and ``NO_DIGIT``), after per-crop standardisation and a polarity flip (light ink on a dark ground,
-   whatever the photo's); a **length head** on the strip's features says how many digits there are.
+   whatever the photo's); a **length head** on the strip's features says how many digits there are. With
+   ``crop_length`` the length logits also take the reader's word (``crop_evidence``): for ``n`` digits,
+   positions below ``n`` should hold a digit and the rest "no digit" (trained on crops past each number's
+   end, placed where its next digit would be), so a digit the length head missed, or one it added, shows.
 
 ``forward`` -> ``(length_logits (B, 6), digit_logits (B, 5, 11), theta (B, 5, 2, 3), rectified (B, 5, 1,
 32, 32), line_theta (B, 2, 3), line (B, 1, 32, 160))``: the sequence contract of ``model.seq_net`` plus the
@@ -98,6 +101,19 @@ class StripLoc(nn.Module):
         return f, self.fc(f).view(-1, self.max_len, 2, 3)
 
 
+def crop_evidence(digit_logits: Tensor) -> Tensor:
+    """(B, L + 1) from digit logits (B, L, 11): for each length n, sum over i < n of log P(a digit at i) plus
+    sum over i >= n of log P(no digit at i), the reader's log-likelihood of the number being n digits long.
+    Written in ops with CUDA kernels (Softmax, ReduceSum, Clip, Log, and MatMuls by constant matrices); each
+    probability is floored at 1e-30 (a log of -69) where the reader is that sure."""
+    p = torch.softmax(digit_logits, -1)
+    log_none = p[..., NO_DIGIT].clamp_min(1e-30).log()  # (B, L)
+    log_some = p[..., :NO_DIGIT].sum(-1).clamp_min(1e-30).log()
+    length = digit_logits.shape[1]
+    below = (torch.arange(length + 1)[:, None] > torch.arange(length)[None]).to(digit_logits.dtype)  # (L+1, L)
+    return log_some @ below.T + log_none @ (1 - below).T
+
+
 def line_theta(centre: Tensor, log_hh: Tensor, angle: Tensor) -> Tensor:
     """(B, 2, 3): the strip's output square onto the turned rectangle in the input (half-height e^log_hh)."""
     hh = torch.exp(log_hh)
@@ -169,10 +185,17 @@ class NumberSTN(nn.Module):
         _, crops = self.read(x, loc["theta"])
         return torch.cat([skewness(loc["line"])[:, None], skewness(crops.flatten(0, 1)).view(-1, self.max_len)], 1)
 
+    def length_logits(self, f: Tensor, digit_logits: Tensor) -> Tensor:
+        """(B, L + 1): the length head's logits on the strip's features ``f``, plus the crops' evidence
+        (``crop_evidence``) with ``crop_length``."""
+        head = self.length(f)
+        return head + crop_evidence(digit_logits) if self.config.crop_length else head
+
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         loc = self.locate(x)
         digit_logits, crops = self.read(x, loc["theta"])
-        return self.length(loc["f"]), digit_logits, loc["theta"], crops, loc["line_theta"], loc["line"]
+        return (self.length_logits(loc["f"], digit_logits), digit_logits, loc["theta"], crops, loc["line_theta"],
+                loc["line"])
 
 
 class NumberCNN(SequenceCNN):

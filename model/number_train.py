@@ -17,8 +17,11 @@ and angle, and a cross-entropy of the line heat map against the true cell; plus 
 crops with a weight falling from 1 to 0 over the first half (so the reader learns while localisation is
 still poor); ``gt_floor`` keeps that weight from falling below it (the reader then reads the true crops as
 well as its own all through, 18 % more time a step here), and ``gt_jitter`` misses the true crops at random as
-a localisation net misses (``jitter``). The baseline (``numbercnn``) has only the labels: the length and the
-five positions, "no digit" past the end (``model.multi.sequence_loss``).
+a localisation net misses (``jitter``). With ``crop_length`` (the length logits take the crops' evidence,
+``model.number_net.crop_evidence``) every position is placed and read: past a number's end the digit
+transformers are pulled to where its next digits would be (``next_slots``) and the reader learns "no digit"
+there; the length's cross-entropy is of the combined logits. The baseline (``numbercnn``) has only the
+labels: the length and the five positions, "no digit" past the end (``model.multi.sequence_loss``).
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ OPTS: dict[str, Any] = {
     "arch": "number", "input_size": 256, "output_size": [32, 32], "loc_hidden": 256,
     "cls_channels": [32, 64, 128], "cls_hidden": 256, "dropout": 0.3,
     "steps": 12000, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "label_smoothing": 0.05,
-    "loc_weight": 1.0, "gt_floor": 0.0, "gt_jitter": 0.0, "seed": 0, "threads": 1, "val_every": 500,
-    "val_size": 1000, "eval_batch_size": 100,
+    "loc_weight": 1.0, "crop_length": False, "gt_floor": 0.0, "gt_jitter": 0.0, "seed": 0, "threads": 1,
+    "val_every": 500, "val_size": 1000, "eval_batch_size": 100,
     "test_size": number.TEST_NUMBERS, "pool": "runs/number_pool", "pool_size": 120_000, "pool_workers": 2,
     "out": "runs/number",
 }
@@ -68,6 +71,7 @@ def model_config(opts: dict[str, Any]) -> ModelConfig:
         "arch": opts["arch"], "transform": "affine", "input_size": [side, side], "output_size": opts["output_size"],
         "loc_hidden": opts["loc_hidden"], "cls_channels": opts["cls_channels"], "cls_hidden": opts["cls_hidden"],
         "dropout": opts["dropout"], "max_len": number.MAX_DIGITS, "mean": 0.0, "std": 1.0,
+        "crop_length": bool(opts["crop_length"]),
     })
 
 
@@ -92,6 +96,21 @@ def line_targets(theta_gt: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tenso
     return (first + last) / 2, hh, angle
 
 
+def next_slots(theta_gt: Tensor, valid: Tensor) -> Tensor:
+    """Crops (B, L, 2, 3): the true ones, and past each number's end where its next digits would be: the last
+    digit's crop moved on by the number's mean step from digit to digit (a one-digit number: 1.3 of its crop's
+    half-sides along its own x axis, about a digit and a gap), one step per position."""
+    n = valid.sum(1)
+    rows = torch.arange(len(n))
+    last = theta_gt[rows, n - 1]  # (B, 2, 3)
+    span = (last[:, :, 2] - theta_gt[:, 0, :, 2]) / (n - 1).clamp_min(1)[:, None]
+    step = torch.where((n > 1)[:, None], span, 1.3 * last[:, :, 0])  # (B, 2)
+    k = (torch.arange(valid.shape[1])[None] - n[:, None] + 1).clamp_min(0).to(theta_gt.dtype)  # (B, L)
+    ahead = last[:, None].expand_as(theta_gt).clone()
+    ahead[..., 2] = ahead[..., 2] + k[..., None] * step[:, None]
+    return torch.where(valid[..., None, None], theta_gt, ahead)
+
+
 def jitter(theta: Tensor, j: float) -> Tensor:
     """Crops (K, 2, 3) missed at random, in each crop's own units: shifted N(0, j) half-sides, scaled by
     exp N(0, 0.8 j), turned N(0, j) radians (j = 0.12: a 12 % shift, 10 % scale, 7 degrees)."""
@@ -110,20 +129,33 @@ def number_losses(model: NumberSTN, x: Tensor, digits: Tensor, theta_gt: Tensor,
     valid = digits != NO_DIGIT
     lengths = valid.sum(1)
     loc = model.locate(x)
-    logits = model.read_where(x, loc["theta"], valid)  # (K, 11): only the digits the numbers have
-    length_ce = F.cross_entropy(model.length(loc["f"]), lengths)
     ls = opts["label_smoothing"]
+    parts: dict[str, float] = {}
+    if model.config.crop_length:
+        # Every position is read and placed: past the end, on the slot where a next digit would be, "no digit".
+        all_logits, _ = model.read(x, loc["theta"])  # (B, L, 11)
+        logits = all_logits[valid]
+        length_ce = F.cross_entropy(model.length_logits(loc["f"], all_logits), lengths)
+        targets, placed = next_slots(theta_gt, valid), torch.ones_like(valid)
+        past = ~valid
+        end_ce = F.cross_entropy(all_logits[past], digits[past], label_smoothing=ls) if past.any() else x.sum() * 0
+        parts["end_ce"] = end_ce.item()
+        end_term = end_ce * past.sum(1).float().mean()
+    else:
+        logits = model.read_where(x, loc["theta"], valid)  # (K, 11): only the digits the numbers have
+        length_ce = F.cross_entropy(model.length(loc["f"]), lengths)
+        targets, placed, end_term = theta_gt, valid, x.sum() * 0
     digit_ce = F.cross_entropy(logits, digits[valid], label_smoothing=ls)
-    corner = corner_error(loc["theta"][valid], theta_gt[valid]).mean()
+    corner = corner_error(loc["theta"][placed], targets[placed]).mean()
     c_gt, hh_gt, angle_gt = line_targets(theta_gt, valid)
     line = ((loc["centre"] - c_gt).norm(dim=1) / hh_gt).mean() + (loc["log_hh"] - hh_gt.log()).abs().mean() \
         + 2.0 * (loc["angle"] - angle_gt).abs().mean()
     n = int(math.isqrt(loc["heat"].shape[1]))
     cell = ((c_gt + 1) / 2 * n).long().clamp(0, n - 1)
     heat_ce = F.cross_entropy(loc["heat"], cell[:, 1] * n + cell[:, 0])
-    loss = length_ce + digit_ce * lengths.float().mean() + opts["loc_weight"] * (corner + line + heat_ce)
-    parts = {"length_ce": length_ce.item(), "digit_ce": digit_ce.item(), "corner": corner.item(),
-             "line": line.item()}
+    loss = length_ce + digit_ce * lengths.float().mean() + end_term \
+        + opts["loc_weight"] * (corner + line + heat_ce)
+    parts.update(length_ce=length_ce.item(), digit_ce=digit_ce.item(), corner=corner.item(), line=line.item())
     if gt_weight > 0:
         t_gt = theta_gt
         if opts["gt_jitter"] > 0:

@@ -15,8 +15,17 @@ import torch
 from model.multi import NO_DIGIT
 from model.nets import build_model
 from model.number import fixed_set
-from model.number_net import LINE_PER_CROP, STRIP_ASPECT, STRIP_SIZE, NumberCNN, NumberSTN, compose, line_theta
-from model.number_train import errors, jitter, line_targets, number_losses
+from model.number_net import (
+    LINE_PER_CROP,
+    STRIP_ASPECT,
+    STRIP_SIZE,
+    NumberCNN,
+    NumberSTN,
+    compose,
+    crop_evidence,
+    line_theta,
+)
+from model.number_train import errors, jitter, line_targets, next_slots, number_losses
 from model.photo import TRAIN_FONT_DIRS, font_files
 
 SMALL = {"input_size": [256, 256], "output_size": [32, 32], "loc_hidden": 32, "cls_channels": [8, 8, 8],
@@ -119,6 +128,68 @@ def test_number_losses_reach_every_stage(photos: tuple[np.ndarray, np.ndarray, n
         assert grad is not None and float(grad.abs().sum()) > 0, name
 
 
+def test_crop_evidence_is_the_readers_log_likelihood_of_each_length() -> None:
+    """For n digits: log P(a digit) at positions below n plus log P(no digit) from n on, each from the
+    position's own softmax; a reader sure of three digits then two blanks gives length 3 the evidence."""
+    torch.manual_seed(3)
+    logits = torch.randn(4, 5, NO_DIGIT + 1) * 3
+    ev = crop_evidence(logits)
+    p_none = logits.softmax(-1)[..., NO_DIGIT]
+    for n in range(6):
+        want = torch.log1p(-p_none[:, :n]).sum(1) + p_none[:, n:].log().sum(1)
+        assert torch.allclose(ev[:, n], want, atol=1e-5), n
+    sure = torch.full((1, 5, NO_DIGIT + 1), -20.0)
+    sure[0, :3, 7] = 20.0
+    sure[0, 3:, NO_DIGIT] = 20.0
+    assert int(crop_evidence(sure).argmax(1)) == 3
+
+
+def test_crop_length_adds_the_evidence_to_the_length_head(photos: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    torch.manual_seed(0)
+    x = torch.from_numpy(photos[0][:2]).float()[:, None] / 255.0
+    plain = build_model({**SMALL, "arch": "number"}).eval()
+    with_crops = build_model({**SMALL, "arch": "number", "crop_length": True}).eval()
+    assert isinstance(with_crops, NumberSTN)
+    with_crops.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        a, b = plain(x), with_crops(x)
+    assert torch.equal(a[1], b[1])  # the same digits; only the length logits differ, by the evidence
+    assert torch.allclose(b[0], a[0] + crop_evidence(a[1]), atol=1e-5)
+
+
+def test_next_slots_continue_each_number_by_its_step() -> None:
+    """Past the end, the last crop moved on by the mean step between the digits (one digit: 1.3 of its
+    half-sides along its own x axis, here turned by 90 degrees); the true crops are left as they are."""
+    t = torch.zeros(2, 5, 2, 3)
+    for i, cx in enumerate([-0.5, -0.3, -0.2]):
+        t[0, i] = torch.tensor([[0.1, 0.0, cx], [0.0, 0.1, 0.2 + 0.05 * i]])
+    t[1, 0] = torch.tensor([[0.0, -0.1, 0.3], [0.1, 0.0, -0.1]])  # turned 90 degrees: its x axis points down
+    valid = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])
+    out = next_slots(t, valid)
+    assert torch.equal(out[valid], t[valid])
+    assert torch.allclose(out[0, 3:, :, 2], torch.tensor([[-0.05, 0.35], [0.1, 0.4]]), atol=1e-6)
+    assert torch.allclose(out[1, 1:, :, 2], torch.tensor([[0.3, -0.1 + 0.13 * k] for k in range(1, 5)]),
+                          atol=1e-6)
+    assert torch.equal(out[0, 3:, :, :2], t[0, 2:3, :, :2].expand(2, 2, 2))
+
+
+def test_crop_length_losses_teach_no_digit_past_the_end(photos: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "arch": "number", "crop_length": True})
+    assert isinstance(model, NumberSTN)
+    x8, digits, thetas = photos
+    x = torch.from_numpy(x8[:4]).float()[:, None] / 255.0
+    d = torch.from_numpy(digits[:4])
+    assert (d == NO_DIGIT).any()  # lengths 1-4: positions past the end
+    loss, parts, logits = number_losses(model, x, d, torch.from_numpy(thetas[:4]), OPTS, 0.5)
+    assert set(parts) >= {"end_ce", "length_ce", "digit_ce", "corner", "ce_gt"} and parts["end_ce"] > 0
+    assert logits.shape == (int((d != NO_DIGIT).sum()), NO_DIGIT + 1)
+    loss.backward()
+    for name in ("strip_loc.fc.weight", "reader.head.4.weight", "length.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
 def test_jitter_misses_the_crop_by_its_spread_in_the_crops_own_units() -> None:
     """A turned crop, jittered: zero is no change; at j the centre moves N(0, j) half-sides, in the crop's own
     frame (so its turn and size do not change the spread), the side scales by exp N(0, 0.8 j) and the turn
@@ -171,7 +242,7 @@ def test_export_has_a_grid_sample_per_transformer_and_matches_torch() -> None:
     from export.onnx_export import check_graph, expected_io, export_graph
     from model.nets import full_config
 
-    cfg = full_config({**SMALL, "arch": "number"})
+    cfg = full_config({**SMALL, "arch": "number", "crop_length": True})  # the evidence's ops export too
     torch.manual_seed(2)
     model = build_model(cfg).eval()
     with torch.no_grad():  # transforms that depend on the input
@@ -191,8 +262,9 @@ def test_export_has_a_grid_sample_per_transformer_and_matches_torch() -> None:
         np.testing.assert_allclose(got, w.numpy(), atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["number", "numbercnn"])
-def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any], arch: str) -> None:
+@pytest.mark.parametrize(("arch", "crop_length"), [("number", False), ("number", True), ("numbercnn", False)])
+def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any], arch: str,
+                                          crop_length: bool) -> None:
     from model.checkpoint import load_checkpoint
     from model.number_train import OPTS, train
 
@@ -200,7 +272,8 @@ def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any],
         pytest.skip("no training fonts (tests/setup_system.sh installs them)")
     opts = {**OPTS, "arch": arch, "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16,
             "output_size": [32, 32], "steps": 6, "batch_size": 4, "val_every": 3, "val_size": 10, "test_size": 10,
-            "pool": str(tmp_path / "pool"), "pool_size": 500, "pool_workers": 1, "out": str(tmp_path / "run")}
+            "pool": str(tmp_path / "pool"), "pool_size": 500, "pool_workers": 1, "out": str(tmp_path / "run"),
+            "crop_length": crop_length}
     summary = train(opts, "test")
     assert [h["step"] for h in summary["history"]] == [3, 6]
     m = summary["metrics"]
@@ -208,6 +281,7 @@ def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any],
     model, ckpt = load_checkpoint(tmp_path / "run" / "best.ckpt")
     assert ckpt["data"]["dataset"] == "number-photo" and ckpt["data"]["resize"] == "letterbox"
     assert isinstance(model, NumberSTN if arch == "number" else NumberCNN)
+    assert model.config.crop_length is crop_length
     assert summary["pool"]["request"]["n"] == 500
 
 
