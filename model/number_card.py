@@ -184,7 +184,8 @@ def recipe(opts: dict[str, Any]) -> str:
     w, floor, jit = _weights(opts)
     crops = f"true crops fading to {floor:g}" + (f", jittered {jit:g}" if jit else "")
     evidence = "; length from the head and the crops" if opts.get("crop_length") else ""
-    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}{evidence}"
+    bf16 = "; steps under bfloat16 autocast" if opts.get("bf16") else ""
+    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}{evidence}{bf16}"
 
 
 def loss_sentence(opts: dict[str, Any]) -> str:
@@ -361,7 +362,9 @@ def markdown(card: dict[str, Any]) -> str:
         f"- Data: {card['data']['train']}. Validation: {card['data']['validation']}. MNIST-test is read only for "
         "the held-out set above.",
         f"- {loss_sentence(tr)}",
-        f"- {card['steps']:,} steps of {tr['batch_size']} (AdamW, one-cycle learning rate {tr['lr']}), best "
+        f"- {card['steps']:,} steps of {tr['batch_size']} (AdamW, one-cycle learning rate {tr['lr']}"
+        + (", each under CPU autocast to bfloat16: convolutions and matrix products; weights, optimiser, "
+           "validation and test in float32" if tr.get("bf16") else "") + "), best "
         f"validation at step {card['best_step']:,} ({_pct(card['val_number_error'])} of numbers, "
         f"{_pct(card['val_digit_error'])} of digits).",
         f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch thread"

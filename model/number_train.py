@@ -20,7 +20,10 @@ well as its own all through, 18 % more time a step here), and ``gt_jitter`` miss
 a localisation net misses (``jitter``). With ``crop_length`` (the length logits take the crops' evidence,
 ``model.number_net.crop_evidence``) every position is placed and read: past a number's end the digit
 transformers are pulled to where its next digits would be (``next_slots``) and the reader learns "no digit"
-there; the length's cross-entropy is of the combined logits. The baseline (``numbercnn``) has only the
+there; the length's cross-entropy is of the combined logits. With ``bf16`` the training steps run under
+CPU autocast to bfloat16 (convolutions and matrix products; the weights, the optimiser and every validation
+and test pass stay float32): 1.6 times the steps a minute on this machine's AVX512-BF16 cores.
+The baseline (``numbercnn``) has only the
 labels: the length and the five positions, "no digit" past the end (``model.multi.sequence_loss``).
 """
 
@@ -55,7 +58,7 @@ OPTS: dict[str, Any] = {
     "arch": "number", "input_size": 256, "output_size": [32, 32], "loc_hidden": 256,
     "cls_channels": [32, 64, 128], "cls_hidden": 256, "dropout": 0.3,
     "steps": 12000, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "label_smoothing": 0.05,
-    "loc_weight": 1.0, "crop_length": False, "gt_floor": 0.0, "gt_jitter": 0.0, "seed": 0, "threads": 1,
+    "loc_weight": 1.0, "crop_length": False, "bf16": False, "gt_floor": 0.0, "gt_jitter": 0.0, "seed": 0, "threads": 1,
     "val_every": 500, "val_size": 1000, "eval_batch_size": 100,
     "test_size": number.TEST_NUMBERS, "pool": "runs/number_pool", "pool_size": 120_000, "pool_workers": 2,
     "out": "runs/number",
@@ -217,13 +220,14 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
         idx = np.sort(rng.choice(len(pd), int(opts["batch_size"]), replace=False))
         x = (torch.from_numpy(px[idx]).float()[:, None] / 255.0).contiguous(memory_format=torch.channels_last)
         digits, theta_gt = torch.from_numpy(pd[idx]), torch.from_numpy(pt[idx])
-        if isinstance(model, NumberSTN):
-            loss, parts, digit_logits = number_losses(model, x, digits, theta_gt, opts,
-                                                      max(float(opts["gt_floor"]), 1.0 - step / (0.5 * total)))
-        else:
-            length_logits, digit_logits, _, _ = model(x)
-            loss = sequence_loss(length_logits, digit_logits, (digits != NO_DIGIT).sum(1), digits)
-            parts = {"loss": loss.item()}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(opts["bf16"])):
+            if isinstance(model, NumberSTN):
+                loss, parts, digit_logits = number_losses(model, x, digits, theta_gt, opts,
+                                                          max(float(opts["gt_floor"]), 1.0 - step / (0.5 * total)))
+            else:
+                length_logits, digit_logits, _, _ = model(x)
+                loss = sequence_loss(length_logits, digit_logits, (digits != NO_DIGIT).sum(1), digits)
+                parts = {"loss": loss.item()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -273,7 +273,7 @@ def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any],
     opts = {**OPTS, "arch": arch, "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16,
             "output_size": [32, 32], "steps": 6, "batch_size": 4, "val_every": 3, "val_size": 10, "test_size": 10,
             "pool": str(tmp_path / "pool"), "pool_size": 500, "pool_workers": 1, "out": str(tmp_path / "run"),
-            "crop_length": crop_length}
+            "crop_length": crop_length, "bf16": crop_length}  # the crop-length run also takes bfloat16 steps
     summary = train(opts, "test")
     assert [h["step"] for h in summary["history"]] == [3, 6]
     m = summary["metrics"]
