@@ -13,7 +13,8 @@ measures the checkpoint (torch, eval mode):
 - ``strip misses a digit``: numbers with a digit whose true crop's centre lies outside the line
   transformer's strip (whatever the digit transformers then do, that digit is read off the strip's edge),
   and ``length wrong, strip holds all``: the length read wrong although the strip holds every digit;
-- the corner error of the chosen crops (their corners from the true crops', in the true crops' half-sides).
+- the corner error of the chosen crops (their corners from the true crops', in the true crops' half-sides);
+- the numbers wrong by what the generator drew: handwritten or printed, and each surface.
 
     python -m bench.number_analysis runs/number_c/best.ckpt     # writes bench/results/number_analysis_<date>
 """
@@ -23,7 +24,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from bench import _load
@@ -50,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = load_checkpoint(args.checkpoint)
     assert isinstance(model, NumberSTN), "a number model checkpoint (arch number)"
     model.eval()
-    x8, digits, thetas = val_set(load_mnist(), args.n, model.side)
+    params: list[dict[str, Any]] = []
+    x8, digits, thetas = val_set(load_mnist(), args.n, model.side, params)
+    kinds = ["printed" if q["printed"] else "handwritten" for q in params]
+    surfaces = [str(q["surface"]) for q in params]
+    wrong_numbers = np.zeros(len(digits), bool)
     counts = {"numbers wrong": 0, "length wrong": 0, "strip misses a digit": 0, "length wrong, strip holds all": 0,
               "digits misread, own crops": 0, "digits misread, true crops": 0}
     corner = 0.0
@@ -68,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             top = digit_logits[..., :NO_DIGIT].argmax(-1)  # each crop's digit, given it holds one
             read = torch.where(torch.arange(d.shape[1])[None] < n_read[:, None], top, NO_DIGIT)
             counts["numbers wrong"] += int((read != d).any(1).sum())
+            wrong_numbers[i:i + len(d)] = (read != d).any(1).numpy()
             length_wrong = n_read != valid.sum(1)
             counts["length wrong"] += int(length_wrong.sum())
             counts["strip misses a digit"] += int(outside.sum())
@@ -87,11 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         of = n_digits if k.startswith("digits") else n
         lo, hi = wilson(w, of)
         lines.append(f"| {k} | {of:,} | {100 * w / of:.2f} ({100 * lo:.2f}–{100 * hi:.2f}) |")
+    # The numbers wrong by what the generator drew: handwriting or a font, and the surface.
+    lines += ["", "| numbers wrong, by photo | of | error |", "| --- | --- | --- |"]
+    by: dict[str, list[int]] = {}
+    for group in (kinds, surfaces):
+        for g in sorted(set(group)):
+            mask = np.array([v == g for v in group])
+            w, of = int(wrong_numbers[mask].sum()), int(mask.sum())
+            by[g] = [w, of]
+            lo, hi = wilson(w, of)
+            lines.append(f"| {g} | {of:,} | {100 * w / of:.2f} ({100 * lo:.2f}–{100 * hi:.2f}) |")
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:
         result = {"checkpoint": str(args.checkpoint), "n": n, "digits": n_digits, "wrong": counts,
-                  "corner_error": corner / n_digits, "command": _load.command_line()}
+                  "corner_error": corner / n_digits, "wrong_by_photo": by, "command": _load.command_line()}
         print(f"wrote {_load.write_results(RESULTS, 'number_analysis', md, result)}")
     return 0
 

@@ -228,27 +228,31 @@ def crop_thetas(photo: NumberPhoto, mapping: tuple[float, float, float], side: i
     return out
 
 
-def example(gen: NumberGenerator, rng: np.random.Generator, side: int,
-            n_digits: int | None = None) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """One photo -> (model input (side, side) float32 in [0, 1], digits, target thetas (n, 2, 3))."""
+def example(gen: NumberGenerator, rng: np.random.Generator, side: int, n_digits: int | None = None,
+            params: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """One photo -> (model input (side, side) float32 in [0, 1], digits, target thetas (n, 2, 3)); its
+    generator parameters are appended to ``params`` where one is given."""
     photo = gen.render(rng, n_digits)
+    if params is not None:
+        params.append(photo.params)
     x, mapping = photo_input(photo.data, side)
     return x, photo.labels, crop_thetas(photo, mapping, side)
 
 
 def fixed_set(images: np.ndarray, labels: np.ndarray, fonts: list[str], seed: int | Sequence[int], n: int,
-              side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              side: int, params: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` number photos drawn once, lengths 1-5 in turn.
 
     Returns inputs (n, side, side) uint8, digits (n, 5) int64 (``NO_DIGIT`` = 10 past each number's end)
-    and target thetas (n, 5, 2, 3) float32 (zero past the end)."""
+    and target thetas (n, 5, 2, 3) float32 (zero past the end); each photo's generator parameters (surface,
+    printed font or None, ...) are appended to ``params`` where one is given."""
     gen = NumberGenerator(images, labels, fonts)
     rng = np.random.default_rng(seed)
     xs = np.empty((n, side, side), np.uint8)
     ys = np.full((n, MAX_DIGITS), NO_DIGIT, np.int64)
     ts = np.zeros((n, MAX_DIGITS, 2, 3), np.float32)
     for i in range(n):
-        x, digits, thetas = example(gen, rng, side, i % MAX_DIGITS + 1)
+        x, digits, thetas = example(gen, rng, side, i % MAX_DIGITS + 1, params)
         xs[i] = np.round(x * 255).astype(np.uint8)
         ys[i, : len(digits)] = digits
         ts[i, : len(digits)] = thetas

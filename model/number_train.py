@@ -78,10 +78,12 @@ def model_config(opts: dict[str, Any]) -> ModelConfig:
     })
 
 
-def val_set(data: dict[str, Any], n: int, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fixed validation numbers: the last 5,000 MNIST-train digits, the training fonts, their own seed."""
+def val_set(data: dict[str, Any], n: int, side: int,
+            params: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed validation numbers: the last 5,000 MNIST-train digits, the training fonts, their own seed
+    (each photo's generator parameters appended to ``params`` where one is given)."""
     images, labels = data["train_images"][number_pool.TRAIN_DIGITS:], data["train_labels"][number_pool.TRAIN_DIGITS:]
-    return number.fixed_set(images, labels, font_files(TRAIN_FONT_DIRS), VAL_SEED, n, side)
+    return number.fixed_set(images, labels, font_files(TRAIN_FONT_DIRS), VAL_SEED, n, side, params)
 
 
 def line_targets(theta_gt: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -26,8 +26,17 @@ def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in out.splitlines()
             if line.startswith("| ") and "---" not in line and "measure" not in line}
+    groups = {k: v for k, v in rows.items() if k in {"handwritten", "printed", "plain", "ruled", "squared", "board"}}
+    rows = {k: v for k, v in rows.items() if k not in groups and k != "numbers wrong, by photo"}
     assert set(rows) == {"numbers wrong", "length wrong", "strip misses a digit", "length wrong, strip holds all",
                          "digits misread, own crops", "digits misread, true crops"}
+    # Each photo counted once by kind and once by surface, their wrong numbers adding up to the whole.
+    kind = [v for k, v in groups.items() if k in {"handwritten", "printed"}]
+    surface = [v for k, v in groups.items() if k not in {"handwritten", "printed"}]
+    for split in (kind, surface):
+        assert sum(int(v[0]) for v in split) == 10
+        wrong = sum(int(v[0]) * float(v[1].split()[0]) / 100 for v in split)
+        assert wrong == pytest.approx(10 * float(rows["numbers wrong"][1].split()[0]) / 100, abs=1e-6)
     assert rows["numbers wrong"][0] == "10" and rows["digits misread, own crops"][0] == "30"  # lengths 1-5 in turn
     pct = {k: float(v[1].split()[0]) for k, v in rows.items()}
     assert all(0 <= v <= 100 for v in pct.values())
