@@ -42,6 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
+def _row(label: str, wrong: int, of: int) -> str:
+    """A table row: the count, and the error % with its 95 % Wilson interval."""
+    lo, hi = wilson(wrong, of)
+    return f"| {label} | {of:,} | {100 * wrong / of:.2f} ({100 * lo:.2f}–{100 * hi:.2f}) |"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
@@ -55,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     params: list[dict[str, Any]] = []
     x8, digits, thetas = val_set(load_mnist(), args.n, model.side, params)
-    kinds = ["printed" if q["printed"] else "handwritten" for q in params]
-    surfaces = [str(q["surface"]) for q in params]
+    kinds = np.array(["printed" if q["printed"] else "handwritten" for q in params])
+    surfaces = np.array([str(q["surface"]) for q in params])
     wrong_numbers = np.zeros(len(digits), bool)
     counts = {"numbers wrong": 0, "length wrong": 0, "strip misses a digit": 0, "length wrong, strip holds all": 0,
               "digits misread, own crops": 0, "digits misread, true crops": 0}
@@ -74,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
             n_read = best_lengths(length_logits, digit_logits)
             top = digit_logits[..., :NO_DIGIT].argmax(-1)  # each crop's digit, given it holds one
             read = torch.where(torch.arange(d.shape[1])[None] < n_read[:, None], top, NO_DIGIT)
-            counts["numbers wrong"] += int((read != d).any(1).sum())
             wrong_numbers[i:i + len(d)] = (read != d).any(1).numpy()
             length_wrong = n_read != valid.sum(1)
             counts["length wrong"] += int(length_wrong.sum())
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             corner += float(corner_error(theta[valid], t[valid]).sum())
             n_digits += int(valid.sum())
     n = len(digits)
+    counts["numbers wrong"] = int(wrong_numbers.sum())
     lines = ["# The number model's errors: length, crops or reader", "", f"Command: `{_load.command_line()}`", "",
              f"Checkpoint `{args.checkpoint}`; {n:,} validation photos ({n_digits:,} digits; MNIST-train "
              "55,000-59,999, training fonts; `model.number_train.val_set`). Error % (95 % Wilson interval), of "
@@ -93,18 +99,15 @@ def main(argv: list[str] | None = None) -> int:
              "true half-sides.", "", "| measure | of | error |", "| --- | --- | --- |"]
     for k, w in counts.items():
         of = n_digits if k.startswith("digits") else n
-        lo, hi = wilson(w, of)
-        lines.append(f"| {k} | {of:,} | {100 * w / of:.2f} ({100 * lo:.2f}–{100 * hi:.2f}) |")
+        lines.append(_row(k, w, of))
     # The numbers wrong by what the generator drew: handwriting or a font, and the surface.
     lines += ["", "| numbers wrong, by photo | of | error |", "| --- | --- | --- |"]
     by: dict[str, list[int]] = {}
     for group in (kinds, surfaces):
         for g in sorted(set(group)):
-            mask = np.array([v == g for v in group])
-            w, of = int(wrong_numbers[mask].sum()), int(mask.sum())
-            by[g] = [w, of]
-            lo, hi = wilson(w, of)
-            lines.append(f"| {g} | {of:,} | {100 * w / of:.2f} ({100 * lo:.2f}–{100 * hi:.2f}) |")
+            mask = group == g
+            by[g] = [int(wrong_numbers[mask].sum()), int(mask.sum())]
+            lines.append(_row(g, *by[g]))
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:

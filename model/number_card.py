@@ -197,14 +197,15 @@ def loss_sentence(opts: dict[str, Any]) -> str:
         crops += (f", those crops missed at random as a localisation net misses (shift N(0, {jit:g}) half-sides, "
                   f"scale exp N(0, {0.8 * jit:.3g}), turn N(0, {jit:g}) rad; `number_train.jitter`)")
     if opts.get("crop_length"):
-        return ("Loss: cross-entropy of each digit, of \"no digit\" on the crops past each number's end, and of "
-                "the length (its logits the length head's plus the crops' evidence), plus the generator's boxes as "
-                "supervision of the localisation (each crop's corners, past the end the slots where the next "
-                "digits would be (`number_train.next_slots`); the line's centre, height and angle, the line heat "
-                "map" + (f"; weight {w:g}" if w != 1 else "") + f"), plus {crops} (`model.number_train`).")
-    return ("Loss: cross-entropy of the length and of each digit, plus the generator's boxes as supervision of the "
-            "localisation (each crop's corners, the line's centre, height and angle, the line heat map"
-            + (f"; weight {w:g}" if w != 1 else "") + f"), plus {crops} (`model.number_train`).")
+        ces = ("cross-entropy of each digit, of \"no digit\" on the crops past each number's end, and of the length "
+               "(its logits the length head's plus the crops' evidence)")
+        corners = ("each crop's corners, past the end the slots where the next digits would be "
+                   "(`number_train.next_slots`);")
+    else:
+        ces, corners = "cross-entropy of the length and of each digit", "each crop's corners,"
+    return (f"Loss: {ces}, plus the generator's boxes as supervision of the localisation ({corners} the line's "
+            "centre, height and angle, the line heat map" + (f"; weight {w:g}" if w != 1 else "")
+            + f"), plus {crops} (`model.number_train`).")
 
 
 def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:

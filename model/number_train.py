@@ -22,9 +22,9 @@ a localisation net misses (``jitter``). With ``crop_length`` (the length logits 
 transformers are pulled to where its next digits would be (``next_slots``) and the reader learns "no digit"
 there; the length's cross-entropy is of the combined logits. With ``bf16`` the training steps run under
 CPU autocast to bfloat16 (convolutions and matrix products; the weights, the optimiser and every validation
-and test pass stay float32): 1.6 times the steps a minute on this machine's AVX512-BF16 cores.
-The baseline (``numbercnn``) has only the
-labels: the length and the five positions, "no digit" past the end (``model.multi.sequence_loss``).
+and test pass stay float32): 1.6 times the steps a minute on this machine's AVX512-BF16 cores. The baseline
+(``numbercnn``) has only the labels: the length and the five positions, "no digit" past the end
+(``model.multi.sequence_loss``).
 """
 
 from __future__ import annotations
@@ -143,13 +143,13 @@ def number_losses(model: NumberSTN, x: Tensor, digits: Tensor, theta_gt: Tensor,
         length_ce = F.cross_entropy(model.length_logits(loc["f"], all_logits), lengths)
         targets, placed = next_slots(theta_gt, valid), torch.ones_like(valid)
         past = ~valid
-        end_ce = F.cross_entropy(all_logits[past], digits[past], label_smoothing=ls) if past.any() else x.sum() * 0
-        parts["end_ce"] = end_ce.item()
-        end_term = end_ce * past.sum(1).float().mean()
+        end_ce = F.cross_entropy(all_logits[past], digits[past], label_smoothing=ls) if past.any() else None
+        parts["end_ce"] = end_ce.item() if end_ce is not None else 0.0
+        end_term = end_ce * past.sum(1).float().mean() if end_ce is not None else 0.0
     else:
         logits = model.read_where(x, loc["theta"], valid)  # (K, 11): only the digits the numbers have
         length_ce = F.cross_entropy(model.length(loc["f"]), lengths)
-        targets, placed, end_term = theta_gt, valid, x.sum() * 0
+        targets, placed, end_term = theta_gt, valid, 0.0
     digit_ce = F.cross_entropy(logits, digits[valid], label_smoothing=ls)
     corner = corner_error(loc["theta"][placed], targets[placed]).mean()
     c_gt, hh_gt, angle_gt = line_targets(theta_gt, valid)
