@@ -134,6 +134,9 @@ def expected_io(config: ModelConfig, output_names: Sequence[str]) -> dict[str, l
 
             io[extra[0]] = [2, 3]
             io[extra[1]] = [c, *STRIP_SIZE]
+            if config.refine:  # the first digit transformers' crops and the refining views
+                io[extra[2]] = [n, 2, 3]
+                io[extra[3]] = [n, c, int(oh), int(ow)]
         return io
     logits, params, rectified, *extra = output_names
     io = {

@@ -30,8 +30,9 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 BATCH_SIZES = (1, 7, 256)
-# Outputs that are sampled images, bounded as ``rectified`` is: the crops, and the number model's line strip.
-IMAGE_OUTPUTS = ("rectified", "line")
+# Outputs that are sampled images, bounded as ``rectified`` is: the crops, and the number model's line strip
+# and refining views.
+IMAGE_OUTPUTS = ("rectified", "line", "context")
 # A model that flips an image's polarity by the sign of its skewness (model.photo_net.standardise) has a
 # discontinuity where the skewness is zero: within float32 rounding of it, the two runtimes may flip
 # differently and everything downstream differs. Such a sample is a tie, as near-equal logits are.

@@ -60,6 +60,9 @@ class ModelConfig:
     # arch "number" only (model.number_net): the length logits add the crops' evidence, the reader's "no
     # digit" probability at every position (trained on crops past each number's end).
     crop_length: bool = False
+    # arch "number" only: a second digit transformer per position refines each crop from a full-resolution
+    # view around it (model.number_net.RefineLoc), composed onto the first's transform.
+    refine: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:

@@ -11,6 +11,10 @@ while every sampler reads the full-resolution input (the paper's birds recipe, a
 2. **Digit transformers, in parallel.** A CNN on the strip regresses one affine per digit position
    (``max_len`` = 5, left to right), relative to the strip; each is composed with the strip's transform and a
    ``GridSample`` reads the ``output_size`` (32) px crop of that digit from the full input.
+   With ``refine``, a second transformer per position (``RefineLoc``, shared by the five) corrects each crop
+   from a 32 px view ``CONTEXT`` (1.5) times its side sampled at full resolution around it: the first
+   stage places the crop from the strip (where a crop is about 23 px a side), the second from the digit's
+   own pixels (its correction composed onto the first's transform, ``refine_theta``).
 3. **Reader**, shared by the five crops: the single-digit models' ``Classifier`` over eleven classes (the ten
    digits and ``NO_DIGIT``), after per-crop standardisation and a polarity flip (light ink on a dark ground,
    whatever the photo's); a **length head** on the strip's features says how many digits there are. With
@@ -20,8 +24,10 @@ while every sampler reads the full-resolution input (the paper's birds recipe, a
 
 ``forward`` -> ``(length_logits (B, 6), digit_logits (B, 5, 11), theta (B, 5, 2, 3), rectified (B, 5, 1,
 32, 32), line_theta (B, 2, 3), line (B, 1, 32, 160))``: the sequence contract of ``model.seq_net`` plus the
-line transformer's transform and strip; digit ``i`` is read from crop ``i``, so its region is crop ``i``'s
-window. Trained with the generator's digit boxes as well as the labels (``model.number_train``).
+line transformer's transform and strip (with ``refine`` also ``coarse_theta`` (B, 5, 2, 3) and ``context``
+(B, 5, 1, 32, 32), the first digit transformers' crops and the refining views); digit ``i`` is read from
+crop ``i``, so its region is crop ``i``'s window. Trained with the generator's digit boxes as well as the
+labels (``model.number_train``).
 
 ``NumberCNN`` (arch ``"numbercnn"``) is the baseline without transformers: the same classifier's convolutions
 on the whole standardised photo resampled to ``output_size`` (128 px: the classifier's three stages then see
@@ -47,6 +53,8 @@ STRIP_ASPECT = 5  # the strip's length over its height
 STRIP_SIZE = (32, 160)  # (h, w) px of the strip the digit transformers localise on
 LINE_PER_CROP = 1.4  # the strip's half-height over the digits' mean crop half-side (training's target)
 OUTPUT_NAMES = ["length_logits", "digit_logits", "theta", "rectified", "line_theta", "line"]
+REFINE_NAMES = ["coarse_theta", "context"]  # with ``refine``: the first digit transformers' crops and views
+CONTEXT = 1.5  # the refining view's side over the coarse crop's
 
 
 class LineLoc(nn.Module):
@@ -101,6 +109,34 @@ class StripLoc(nn.Module):
         return f, self.fc(f).view(-1, self.max_len, 2, 3)
 
 
+class RefineLoc(nn.Module):
+    """Views (K, 1, 32, 32) around each coarse crop, ``CONTEXT`` times its side -> a correction (K, 2, 3) in
+    the coarse crop's own units: ``[I + D | t]``, the identity at initialisation."""
+
+    def __init__(self, size: tuple[int, int], hidden: int = 128) -> None:
+        super().__init__()
+        h, w = size
+        self.features = nn.Sequential(*_conv(1, 16), nn.MaxPool2d(2), *_conv(16, 32), nn.MaxPool2d(2),
+                                      *_conv(32, 64), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * (h // 8) * (w // 8), hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, 6))
+        last = self.head[-1]
+        assert isinstance(last, nn.Linear) and last.bias is not None
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+
+    def forward(self, view: Tensor) -> Tensor:
+        return self.head(self.features(view)).view(-1, 2, 3)
+
+
+def refine_theta(coarse: Tensor, correction: Tensor) -> Tensor:
+    """Crops (..., 2, 3): each coarse crop ``[A | c]`` composed with its correction ``[R | t]`` in its own
+    units, ``[A R | A t + c]``."""
+    lin = coarse[..., :2] @ correction[..., :2]
+    return torch.cat([lin, coarse[..., :2] @ correction[..., 2:] + coarse[..., 2:]], dim=-1)
+
+
 def crop_evidence(digit_logits: Tensor) -> Tensor:
     """(B, L + 1) from digit logits (B, L, 11): for each length n, sum over i < n of log P(a digit at i) plus
     sum over i >= n of log P(no digit at i), the reader's log-likelihood of the number being n digits long.
@@ -147,21 +183,32 @@ class NumberSTN(nn.Module):
         self.strip_loc = StripLoc(cfg.max_len, cfg.loc_hidden)
         self.length = nn.Linear(cfg.loc_hidden, cfg.max_len + 1)
         self.reader = Classifier(1, cfg.output_size, cfg.cls_channels, cfg.cls_hidden, NO_DIGIT + 1, cfg.dropout)
+        self.refine_loc = RefineLoc(cfg.output_size) if cfg.refine else None
+        self.output_names = OUTPUT_NAMES + REFINE_NAMES if cfg.refine else OUTPUT_NAMES
 
     def sample(self, x: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
         return sample_border(x, theta, size)
 
     def locate(self, x: Tensor) -> dict[str, Tensor]:
-        """Both localisation stages: heat, centre, log_hh, angle, line_theta, line (the strip), features f
-        and the digit crops' theta (B, L, 2, 3)."""
+        """The localisation stages: heat, centre, log_hh, angle, line_theta, line (the strip), features f
+        and the digit crops' theta (B, L, 2, 3); with ``refine`` also the first stage's crops (coarse) and the
+        views (context, (B, L, 1, h, w)) the second refined them from."""
         check_input(x, self.config)
         view = standardise(F.avg_pool2d(x, self.side // self.view), flip=False)
         heat, centre, log_hh, angle = self.line_loc(view)
         t_line = line_theta(centre, log_hh, angle)
         line = self.sample(x, t_line, STRIP_SIZE)
         f, rel = self.strip_loc(standardise(line, flip=True))
-        return {"heat": heat, "centre": centre, "log_hh": log_hh, "angle": angle, "line_theta": t_line,
-                "line": line, "f": f, "theta": compose(t_line, rel)}
+        theta = compose(t_line, rel)
+        out = {"heat": heat, "centre": centre, "log_hh": log_hh, "angle": angle, "line_theta": t_line,
+               "line": line, "f": f, "theta": theta}
+        if self.refine_loc is not None:
+            wide = torch.cat([theta[..., :2] * CONTEXT, theta[..., 2:]], dim=-1)
+            context = torch.stack([self.sample(x, wide[:, i], self.out_hw) for i in range(self.max_len)], dim=1)
+            correction = self.refine_loc(standardise(context.flatten(0, 1), flip=True))
+            out.update(coarse=theta, context=context,
+                       theta=refine_theta(theta, correction.view(-1, self.max_len, 2, 3)))
+        return out
 
     def read(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         """Crops at ``theta`` (B, L, 2, 3) -> digit logits (B, L, 11), crops (B, L, 1, h, w)."""
@@ -179,11 +226,13 @@ class NumberSTN(nn.Module):
     @torch.no_grad()
     def polarity_skew(self, x: Tensor) -> Tensor:
         """(B, 1 + L) the skewness by whose sign the strip and each crop are flipped (``standardise``; 1 for a
-        flat image): where one is within rounding of zero, the flip is a tie (the export's check leaves such a
-        sample out)."""
+        flat image), (B, 1 + 2L) with ``refine`` (the refining views too): where one is within rounding of zero,
+        the flip is a tie (the export's check leaves such a sample out)."""
         loc = self.locate(x)
         _, crops = self.read(x, loc["theta"])
-        return torch.cat([skewness(loc["line"])[:, None], skewness(crops.flatten(0, 1)).view(-1, self.max_len)], 1)
+        images = [loc["context"], crops] if self.refine_loc is not None else [crops]
+        return torch.cat([skewness(loc["line"])[:, None]]
+                         + [skewness(c.flatten(0, 1)).view(-1, self.max_len) for c in images], 1)
 
     def length_logits(self, f: Tensor, digit_logits: Tensor) -> Tensor:
         """(B, L + 1): the length head's logits on the strip's features ``f``, plus the crops' evidence
@@ -194,8 +243,9 @@ class NumberSTN(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         loc = self.locate(x)
         digit_logits, crops = self.read(x, loc["theta"])
-        return (self.length_logits(loc["f"], digit_logits), digit_logits, loc["theta"], crops, loc["line_theta"],
-                loc["line"])
+        out = (self.length_logits(loc["f"], digit_logits), digit_logits, loc["theta"], crops, loc["line_theta"],
+               loc["line"])
+        return out + (loc["coarse"], loc["context"]) if self.refine_loc is not None else out
 
 
 class NumberCNN(SequenceCNN):

@@ -20,7 +20,10 @@ well as its own all through, 18 % more time a step here), and ``gt_jitter`` miss
 a localisation net misses (``jitter``). With ``crop_length`` (the length logits take the crops' evidence,
 ``model.number_net.crop_evidence``) every position is placed and read: past a number's end the digit
 transformers are pulled to where its next digits would be (``next_slots``) and the reader learns "no digit"
-there; the length's cross-entropy is of the combined logits. With ``bf16`` the training steps run under
+there; the length's cross-entropy is of the combined logits. With ``refine`` (a second digit transformer per
+position, ``model.number_net.RefineLoc``) both the first crops and the refined ones are held to the true
+crops. With ``ema`` (a decay, e.g. 0.998) validation, the checkpoints and the export take an exponential
+moving average of the weights (``WeightEMA``), not the last step's. With ``bf16`` the training steps run under
 CPU autocast to bfloat16 (convolutions and matrix products; the weights, the optimiser and every validation
 and test pass stay float32): 1.6 times the steps a minute on this machine's AVX512-BF16 cores. The baseline
 (``numbercnn``) has only the labels: the length and the five positions, "no digit" past the end
@@ -58,7 +61,8 @@ OPTS: dict[str, Any] = {
     "arch": "number", "input_size": 256, "output_size": [32, 32], "loc_hidden": 256,
     "cls_channels": [32, 64, 128], "cls_hidden": 256, "dropout": 0.3,
     "steps": 12000, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "label_smoothing": 0.05,
-    "loc_weight": 1.0, "crop_length": False, "bf16": False, "gt_floor": 0.0, "gt_jitter": 0.0, "seed": 0, "threads": 1,
+    "loc_weight": 1.0, "crop_length": False, "refine": False, "ema": 0.0, "bf16": False, "gt_floor": 0.0,
+    "gt_jitter": 0.0, "seed": 0, "threads": 1,
     "val_every": 500, "val_size": 1000, "eval_batch_size": 100,
     "test_size": number.TEST_NUMBERS, "pool": "runs/number_pool", "pool_size": 120_000, "pool_workers": 2,
     "out": "runs/number",
@@ -74,7 +78,7 @@ def model_config(opts: dict[str, Any]) -> ModelConfig:
         "arch": opts["arch"], "transform": "affine", "input_size": [side, side], "output_size": opts["output_size"],
         "loc_hidden": opts["loc_hidden"], "cls_channels": opts["cls_channels"], "cls_hidden": opts["cls_hidden"],
         "dropout": opts["dropout"], "max_len": number.MAX_DIGITS, "mean": 0.0, "std": 1.0,
-        "crop_length": bool(opts["crop_length"]),
+        "crop_length": bool(opts["crop_length"]), "refine": bool(opts["refine"]),
     })
 
 
@@ -152,6 +156,7 @@ def number_losses(model: NumberSTN, x: Tensor, digits: Tensor, theta_gt: Tensor,
         targets, placed, end_term = theta_gt, valid, 0.0
     digit_ce = F.cross_entropy(logits, digits[valid], label_smoothing=ls)
     corner = corner_error(loc["theta"][placed], targets[placed]).mean()
+    coarse = corner_error(loc["coarse"][placed], targets[placed]).mean() if "coarse" in loc else None
     c_gt, hh_gt, angle_gt = line_targets(theta_gt, valid)
     line = ((loc["centre"] - c_gt).norm(dim=1) / hh_gt).mean() + (loc["log_hh"] - hh_gt.log()).abs().mean() \
         + 2.0 * (loc["angle"] - angle_gt).abs().mean()
@@ -161,6 +166,9 @@ def number_losses(model: NumberSTN, x: Tensor, digits: Tensor, theta_gt: Tensor,
     loss = length_ce + digit_ce * lengths.float().mean() + end_term \
         + opts["loc_weight"] * (corner + line + heat_ce)
     parts.update(length_ce=length_ce.item(), digit_ce=digit_ce.item(), corner=corner.item(), line=line.item())
+    if coarse is not None:  # with ``refine``: the first digit transformers are held to the same crops
+        loss = loss + opts["loc_weight"] * coarse
+        parts["coarse"] = coarse.item()
     if gt_weight > 0:
         t_gt = theta_gt
         if opts["gt_jitter"] > 0:
@@ -170,6 +178,28 @@ def number_losses(model: NumberSTN, x: Tensor, digits: Tensor, theta_gt: Tensor,
         loss = loss + gt_weight * ce_gt
         parts["ce_gt"] = ce_gt.item()
     return loss, parts, logits
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights and batch-norm statistics (timm's ``ModelEmaV2``),
+    its decay warmed up as ``min(decay, (1 + step) / (10 + step))`` so the early average is not the
+    initialisation's; integer buffers are copied. ``module`` is the averaged copy, in eval mode."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
+        self._avg = [(a, b) for a, b in pairs if a.is_floating_point()]
+        self._copy = [(a, b) for a, b in pairs if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_([a for a, _ in self._avg], [b for _, b in self._avg], 1.0 - d)
+        for a, b in self._copy:
+            a.copy_(b)
 
 
 def predict(model: nn.Module, x8: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,6 +231,8 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     # Channels-last: the CPU's pooling and batch-norm kernels are vectorised for it (a step 25 % faster here);
     # the weights, and so the checkpoint, are the same.
     model = build_model(cfg).to(memory_format=torch.channels_last)
+    ema = WeightEMA(model, float(opts["ema"])) if opts["ema"] else None
+    judged = ema.module if ema else model  # what validation measures and the checkpoints hold
     t0 = time.perf_counter()
     val_x, val_y, _ = val_set(data, int(opts["val_size"]), side)
     log.info("validation set: %d photos in %.0fs", len(val_y), time.perf_counter() - t0)
@@ -235,6 +267,8 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()
+        if ema:
+            ema.update(step)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
         valid = digits != NO_DIGIT
@@ -244,7 +278,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
         if step == 50:
             log.info("%.2f s a step", (time.perf_counter() - wall0) / step)
         if step % opts["val_every"] == 0 or step == total:
-            pred, _ = predict(model, val_x, opts["eval_batch_size"])
+            pred, _ = predict(judged, val_x, opts["eval_batch_size"])
             ev = errors(pred, val_y)
             row = {"step": step, "train_digit_error": wrong / seen, "val_number_error": ev["number_error"],
                    "val_digit_error": ev["digit_error"], "wall_time_s": time.perf_counter() - wall0,
@@ -258,8 +292,8 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
                        "test_number_error": None, "test_digit_error": None}
             if ev["number_error"] < best:
                 best = ev["number_error"]
-                save_checkpoint(out / "best.ckpt", model, cfg, data_meta, metrics)
-            save_checkpoint(out / "last.ckpt", model, cfg, data_meta, metrics)
+                save_checkpoint(out / "best.ckpt", judged, cfg, data_meta, metrics)
+            save_checkpoint(out / "last.ckpt", judged, cfg, data_meta, metrics)
             (out / "history.json").write_text(json.dumps(history, indent=1))
             sums, wrong, seen = {}, 0, 0
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

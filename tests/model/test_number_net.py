@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from model.multi import NO_DIGIT
 from model.nets import build_model
 from model.number import fixed_set
 from model.number_net import (
     LINE_PER_CROP,
+    REFINE_NAMES,
     STRIP_ASPECT,
     STRIP_SIZE,
     NumberCNN,
@@ -24,8 +26,9 @@ from model.number_net import (
     compose,
     crop_evidence,
     line_theta,
+    refine_theta,
 )
-from model.number_train import errors, jitter, line_targets, next_slots, number_losses
+from model.number_train import WeightEMA, errors, jitter, line_targets, next_slots, number_losses
 from model.photo import TRAIN_FONT_DIRS, font_files
 
 SMALL = {"input_size": [256, 256], "output_size": [32, 32], "loc_hidden": 32, "cls_channels": [8, 8, 8],
@@ -126,6 +129,52 @@ def test_number_losses_reach_every_stage(photos: tuple[np.ndarray, np.ndarray, n
     for name in ("line_loc.head.weight", "strip_loc.fc.weight", "reader.head.4.weight", "length.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
+def test_refinement_starts_at_the_identity_and_composes_in_the_crops_own_units() -> None:
+    """At initialisation the refining transformers leave every crop where the first put it; a known correction
+    (half the size, shifted half a side right in the crop's own turned frame) lands where the algebra says."""
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "arch": "number", "refine": True})
+    assert isinstance(model, NumberSTN) and model.output_names[-2:] == REFINE_NAMES
+    x = torch.rand(2, 1, 256, 256)
+    with torch.no_grad():
+        loc = model.locate(x)
+    torch.testing.assert_close(loc["theta"], loc["coarse"])
+    assert loc["context"].shape == (2, 5, 1, 32, 32)
+    c, s = math.cos(0.3), math.sin(0.3)
+    coarse = torch.tensor([[0.2 * c, -0.2 * s, 0.1], [0.2 * s, 0.2 * c, -0.3]])
+    refined = refine_theta(coarse, torch.tensor([[0.5, 0.0, 0.5], [0.0, 0.5, 0.0]]))
+    want = torch.tensor([[0.1 * c, -0.1 * s, 0.1 + 0.1 * c], [0.1 * s, 0.1 * c, -0.3 + 0.1 * s]])
+    torch.testing.assert_close(refined, want)
+
+
+def test_refining_losses_reach_both_digit_stages(photos: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "arch": "number", "refine": True, "crop_length": True})
+    assert isinstance(model, NumberSTN)
+    x8, digits, thetas = photos
+    x = torch.from_numpy(x8[:4]).float()[:, None] / 255.0
+    loss, parts, _ = number_losses(model, x, torch.from_numpy(digits[:4]), torch.from_numpy(thetas[:4]), OPTS, 0.5)
+    assert parts["coarse"] > 0 and parts["corner"] > 0
+    loss.backward()
+    for name in ("strip_loc.fc.weight", "refine_loc.head.3.weight", "reader.head.4.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
+def test_weight_ema_averages_floats_and_copies_counters() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = WeightEMA(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    ema.update(step=1000)  # past the warm-up: the decay itself
+    torch.testing.assert_close(ema.module[0].weight, start + 0.1)
+    assert int(ema.module[1].num_batches_tracked) == 7 and not ema.module.training
+    ema.update(step=0)  # warm-up: decay (1 + 0) / (10 + 0) = 0.1, the average moves most of the way
+    torch.testing.assert_close(ema.module[0].weight, start + 0.1 + 0.9 * 0.9)
 
 
 def test_crop_evidence_is_the_readers_log_likelihood_of_each_length() -> None:
@@ -234,26 +283,31 @@ def test_fixed_set_is_reproducible_and_pads(mnist: dict[str, Any]) -> None:
     assert not a[2][0, 1:].any()  # zero thetas past the end
 
 
-def test_export_has_a_grid_sample_per_transformer_and_matches_torch() -> None:
-    """Six native GridSample nodes (the strip and five digits), every transformer's parameters and samples
-    among the outputs, and the graph computes what PyTorch does."""
+@pytest.mark.parametrize("refine", [False, True])
+def test_export_has_a_grid_sample_per_transformer_and_matches_torch(refine: bool) -> None:
+    """Six native GridSample nodes (the strip and five digits; eleven with the five refining views), every
+    transformer's parameters and samples among the outputs, and the graph computes what PyTorch does."""
     import onnxruntime as ort
 
     from export.onnx_export import check_graph, expected_io, export_graph
     from model.nets import full_config
 
-    cfg = full_config({**SMALL, "arch": "number", "crop_length": True})  # the evidence's ops export too
+    cfg = full_config({**SMALL, "arch": "number", "crop_length": True, "refine": refine})  # the evidence too
     torch.manual_seed(2)
     model = build_model(cfg).eval()
     with torch.no_grad():  # transforms that depend on the input
         torch.nn.init.normal_(model.strip_loc.fc.weight, std=0.01)
         torch.nn.init.normal_(model.line_loc.head.weight, std=0.05)
+        if model.refine_loc is not None:
+            torch.nn.init.normal_(model.refine_loc.head[-1].weight, std=0.01)
     proto = export_graph(model, cfg)
     io = expected_io(cfg, model.output_names)
     assert io["theta"] == [5, 2, 3] and io["rectified"] == [5, 1, 32, 32]
     assert io["line_theta"] == [2, 3] and io["line"] == [1, *STRIP_SIZE]
+    if refine:
+        assert io["coarse_theta"] == [5, 2, 3] and io["context"] == [5, 1, 32, 32]
     ops = check_graph(proto, io)
-    assert ops["GridSample"] == 6 and "AffineGrid" not in ops
+    assert ops["GridSample"] == (11 if refine else 6) and "AffineGrid" not in ops
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x = torch.rand(3, 1, 256, 256)
     with torch.no_grad():
@@ -262,9 +316,10 @@ def test_export_has_a_grid_sample_per_transformer_and_matches_torch() -> None:
         np.testing.assert_allclose(got, w.numpy(), atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize(("arch", "crop_length"), [("number", False), ("number", True), ("numbercnn", False)])
+@pytest.mark.parametrize(("arch", "crop_length", "refine"),
+                         [("number", False, False), ("number", True, True), ("numbercnn", False, False)])
 def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any], arch: str,
-                                          crop_length: bool) -> None:
+                                          crop_length: bool, refine: bool) -> None:
     from model.checkpoint import load_checkpoint
     from model.number_train import OPTS, train
 
@@ -273,7 +328,8 @@ def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any],
     opts = {**OPTS, "arch": arch, "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16,
             "output_size": [32, 32], "steps": 6, "batch_size": 4, "val_every": 3, "val_size": 10, "test_size": 10,
             "pool": str(tmp_path / "pool"), "pool_size": 500, "pool_workers": 1, "out": str(tmp_path / "run"),
-            "crop_length": crop_length, "bf16": crop_length}  # the crop-length run also takes bfloat16 steps
+            # the crop-length run also refines its crops, averages its weights and takes bfloat16 steps
+            "crop_length": crop_length, "refine": refine, "ema": 0.99 if refine else 0.0, "bf16": crop_length}
     summary = train(opts, "test")
     assert [h["step"] for h in summary["history"]] == [3, 6]
     m = summary["metrics"]
@@ -281,7 +337,7 @@ def test_a_short_training_run_from_a_pool(tmp_path: Path, mnist: dict[str, Any],
     model, ckpt = load_checkpoint(tmp_path / "run" / "best.ckpt")
     assert ckpt["data"]["dataset"] == "number-photo" and ckpt["data"]["resize"] == "letterbox"
     assert isinstance(model, NumberSTN if arch == "number" else NumberCNN)
-    assert model.config.crop_length is crop_length
+    assert model.config.crop_length is crop_length and model.config.refine is refine
     assert summary["pool"]["request"]["n"] == 500
 
 
