@@ -184,8 +184,10 @@ def recipe(opts: dict[str, Any]) -> str:
     w, floor, jit = _weights(opts)
     crops = f"true crops fading to {floor:g}" + (f", jittered {jit:g}" if jit else "")
     evidence = "; length from the head and the crops" if opts.get("crop_length") else ""
+    refine = "; crops refined by a second transformer" if opts.get("refine") else ""
+    ema = f"; weights averaged (EMA {opts['ema']:g})" if opts.get("ema") else ""
     bf16 = "; steps under bfloat16 autocast" if opts.get("bf16") else ""
-    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}{evidence}{bf16}"
+    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}{evidence}{refine}{ema}{bf16}"
 
 
 def loss_sentence(opts: dict[str, Any]) -> str:
@@ -203,9 +205,13 @@ def loss_sentence(opts: dict[str, Any]) -> str:
                    "(`number_train.next_slots`);")
     else:
         ces, corners = "cross-entropy of the length and of each digit", "each crop's corners,"
+    if opts.get("refine"):
+        corners = corners.replace("each crop's corners", "each crop's corners, first and refined,", 1)
+    ema = (f" Validation, the checkpoints and the export take an exponential moving average of the weights "
+           f"(decay {opts['ema']:g}, `number_train.WeightEMA`)." if opts.get("ema") else "")
     return (f"Loss: {ces}, plus the generator's boxes as supervision of the localisation ({corners} the line's "
             "centre, height and angle, the line heat map" + (f"; weight {w:g}" if w != 1 else "")
-            + f"), plus {crops} (`model.number_train`).")
+            + f"), plus {crops} (`model.number_train`).{ema}")
 
 
 def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,13 +310,17 @@ def markdown(card: dict[str, Any]) -> str:
         "turned up to ±15° and 35-85 % of the photo's width (the house-number use). Three kinds of spatial "
         "transformer (`model/number_net.py`): a line transformer localised on a 64 px view finds the number and "
         "samples a 32x160 strip along it from the letterboxed 256 px photo; five affine digit transformers, "
-        "localised on the strip, each sample one digit's 32 px crop from the full 256 px input; a shared "
-        "reader classifies the crops and a length head says how many digits there are"
+        "localised on the strip, each sample one digit's 32 px crop from the full 256 px input"
+        + ("; five more, one per position, each refine their crop from a 32 px view around it, 1.5 times its "
+           "side and also sampled from the full input (`number_net.RefineLoc`)"
+           if card["model_config"].get("refine") else "")
+        + "; a shared reader classifies the crops and a length head says how many digits there are"
         + (", its logits plus the crops' evidence (the reader's probability of a digit at each position below "
            "the length and of \"no digit\" from there on, `number_net.crop_evidence`)"
            if card["model_config"].get("crop_length") else "")
         + ". Every transformer's parameters and samples are outputs of the graph (`theta`, `rectified`, "
-        "`line_theta`, `line`).", "",
+        "`line_theta`, `line`" + (", `coarse_theta`, `context`" if card["model_config"].get("refine") else "")
+        + ").", "",
         f"## Results on the held-out set ({card['test_set']})", "",
         "| model | numbers wrong (95 % interval) | digits wrong (95 % interval) | parameters | training time |",
         "| --- | --- | --- | --- | --- |",

@@ -385,3 +385,8 @@ def test_a_new_number_card_carries_the_previous_cards_runs_and_says_its_recipe()
     assert recipe({"lr": 0.002}) == "learning rate 0.002, localisation weight 1, true crops fading to 0"
     assert recipe({"lr": 0.001, "loc_weight": 3, "gt_floor": 0.3, "gt_jitter": 0.12}) == \
         "learning rate 0.001, localisation weight 3, true crops fading to 0.3, jittered 0.12"
+    assert recipe({"lr": 0.001, "refine": True, "ema": 0.998}).endswith(
+        "; crops refined by a second transformer; weights averaged (EMA 0.998)")
+    assert "first and refined" in loss_sentence({"refine": True}) and "decay 0.998" in loss_sentence({"ema": 0.998})
+    assert "RefineLoc" in markdown({**card, "model_config": {**card["model_config"], "refine": True}})
+    assert "RefineLoc" not in text and "EMA" not in text
