@@ -111,14 +111,17 @@ export-photo: $(VENV)/.dev
 		--tol-logits 2e-2 --tol-params 5e-5 --tol-rectified 5e-3
 
 # The number model's sampler reads a 256-px input, as the photo model's, and its crops are standardised and
-# flipped by polarity as that model's are; its digit thetas come out of two localisation nets in a row, the
-# second reading the first's strip (measured 5.7e-5: the bound is 1e-4; docs/export.md). No FP16 twin: converted, it agreed with float32 on
-# every position's argmax for only 96.9 % of 256 real test photos (96.1 % for the 6,000-step run), under
-# the 99 % the export requires.
+# flipped by polarity as that model's are; its digit thetas come out of three localisation nets in a row (the
+# line's, the strip's, and the refining views': each reads a crop the one before placed), and each stage
+# multiplies the runtimes' float32 differences (measured: coarse theta 6.8e-5, refined theta 5.1e-4, crops
+# 1.7e-2, digit logits 4.6e-2 on real photos; docs/export.md). The bounds are set above those, a flipping
+# skewness within 1e-3 of zero is a tie, and argmax agreement and the test error must still match exactly.
+# No FP16 twin: converted, an earlier run agreed with float32 on every position's argmax for only 96.9 % of
+# 256 real test photos, under the 99 % the export requires.
 export-number: $(VENV)/.dev
 	bash tests/setup_system.sh
-	$(BIN)/stn-export runs/number_e/best.ckpt --out service/model_repository --name stn_number --no-fp16 \
-		--tol-logits 2e-2 --tol-params 1e-4 --tol-rectified 5e-3
+	$(BIN)/stn-export runs/number_i/best.ckpt --out service/model_repository --name stn_number --no-fp16 \
+		--tol-logits 1e-1 --tol-params 1e-3 --tol-rectified 5e-2 --polarity-tie 1e-3
 
 bench-reliability: $(VENV)/.dev
 	$(BIN)/python -m bench.reliability

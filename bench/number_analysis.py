@@ -14,6 +14,7 @@ measures the checkpoint (torch, eval mode):
   transformer's strip (whatever the digit transformers then do, that digit is read off the strip's edge),
   and ``length wrong, strip holds all``: the length read wrong although the strip holds every digit;
 - the corner error of the chosen crops (their corners from the true crops', in the true crops' half-sides);
+- with a refining stage (``refine``), the digits misread on the first stage's crops and their corner error;
 - the numbers wrong by what the generator drew: handwritten or printed, and each surface.
 
     python -m bench.number_analysis runs/number_c/best.ckpt     # writes bench/results/number_analysis_<date>
@@ -66,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     wrong_numbers = np.zeros(len(digits), bool)
     counts = {"numbers wrong": 0, "length wrong": 0, "strip misses a digit": 0, "length wrong, strip holds all": 0,
               "digits misread, own crops": 0, "digits misread, true crops": 0}
-    corner = 0.0
+    refine = model.refine_loc is not None
+    if refine:  # the first digit transformers' crops, before the second refined them
+        counts["digits misread, first-stage crops"] = 0
+    corner = coarse_corner = 0.0
     n_digits = 0
     with torch.no_grad():
         for i in range(0, len(digits), 100):
             x = torch.from_numpy(x8[i:i + 100]).float()[:, None] / 255.0
             d, t = torch.from_numpy(digits[i:i + 100]), torch.from_numpy(thetas[i:i + 100])
             valid = d != NO_DIGIT
-            length_logits, digit_logits, theta, _, t_line, _ = model(x)
+            length_logits, digit_logits, theta, _, t_line, _, *first = model(x)
             inv = torch.linalg.inv(t_line[:, :, :2])
             uv = (inv[:, None] @ (t[..., 2] - t_line[:, None, :, 2])[..., None])[..., 0]  # in the strip's units
             outside = ((uv.abs() > 1).any(-1) & valid).any(1)
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             true_read = model.read_where(x, t, valid)[:, :NO_DIGIT].argmax(-1)
             counts["digits misread, true crops"] += int((true_read != d[valid]).sum())
             corner += float(corner_error(theta[valid], t[valid]).sum())
+            if refine:
+                coarse_read = model.read_where(x, first[0], valid)[:, :NO_DIGIT].argmax(-1)
+                counts["digits misread, first-stage crops"] += int((coarse_read != d[valid]).sum())
+                coarse_corner += float(corner_error(first[0][valid], t[valid]).sum())
             n_digits += int(valid.sum())
     n = len(digits)
     counts["numbers wrong"] = int(wrong_numbers.sum())
@@ -96,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
              f"Checkpoint `{args.checkpoint}`; {n:,} validation photos ({n_digits:,} digits; MNIST-train "
              "55,000-59,999, training fonts; `model.number_train.val_set`). Error % (95 % Wilson interval), of "
              f"the numbers or of their digits; mean corner error of the chosen crops: {corner / n_digits:.3f} "
-             "true half-sides.", "", "| measure | of | error |", "| --- | --- | --- |"]
+             "true half-sides" + (f" (of the first stage's, before refining: {coarse_corner / n_digits:.3f})"
+                                  if refine else "") + ".", "", "| measure | of | error |", "| --- | --- | --- |"]
     for k, w in counts.items():
         of = n_digits if k.startswith("digits") else n
         lines.append(_row(k, w, of))
@@ -112,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if not args.no_write:
         result = {"checkpoint": str(args.checkpoint), "n": n, "digits": n_digits, "wrong": counts,
-                  "corner_error": corner / n_digits, "wrong_by_photo": by, "command": _load.command_line()}
+                  "corner_error": corner / n_digits,
+                  "first_stage_corner_error": coarse_corner / n_digits if refine else None, "wrong_by_photo": by,
+                  "command": _load.command_line()}
         print(f"wrote {_load.write_results(RESULTS, 'number_analysis', md, result)}")
     return 0
 

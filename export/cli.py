@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol-logits", type=float, default=Tolerances.logits)
     p.add_argument("--tol-params", type=float, default=Tolerances.params)
     p.add_argument("--tol-rectified", type=float, default=Tolerances.rectified)
+    p.add_argument("--polarity-tie", type=float, default=Tolerances.polarity_tie,
+                   help="a flipping skewness this near zero is a tie, its sample left out of the parity check")
     p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime CPU threads")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -59,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = export_checkpoint(
             args.checkpoint, args.out, name=args.name, fp16=args.fp16, use_data=args.use_data,
             data_dir=args.data_dir, test_limit=args.test_limit if args.skip_test_error else None,
-            n_real=args.real_images, tol=Tolerances(args.tol_logits, args.tol_params, args.tol_rectified),
+            n_real=args.real_images,
+            tol=Tolerances(args.tol_logits, args.tol_params, args.tol_rectified, args.polarity_tie),
             max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us, threads=args.threads,
             command=command)
     except (ExportError, FileNotFoundError, ValueError) as exc:

@@ -398,8 +398,8 @@ def _export_markdown(name: str, exp: dict[str, Any]) -> str:
               f"{tol['rectified']:.0e} (docs/export.md explains the last)."]
     if any(st.get("polarity_ties") for st in par["sets"]):
         lines.append("A sample at a polarity tie (the skewness by whose sign the model flips an image within "
-                     "1e-4 of zero, where float32 rounding decides the flip) is left out of its set's comparison "
-                     "(export/verify.py, POLARITY_TIE).")
+                     f"{tol.get('polarity_tie', 1e-4):.0e} of zero, where float32 rounding decides the flip) is left "
+                     "out of its set's comparison (export/verify.py, POLARITY_TIE, or --polarity-tie).")
     if par["test"]:
         t = par["test"]
         lines.append(f"Test errors on {t['n']:,} {'digits' if exp.get('sequence') else 'images'}: PyTorch "

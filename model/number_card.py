@@ -226,7 +226,8 @@ def carried_runs(previous: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write(run: Path, baseline: Path | None, name: str | None = None,
-          others: list[Path] | None = None, carry: Path | None = None, context: str = "") -> dict[str, Any]:
+          others: list[Path] | None = None, carry: Path | None = None, context: str = "",
+          selection: str = "") -> dict[str, Any]:
     data = mnist.load_mnist(None)
     train = json.loads((run / "train.json").read_text())
     side = int(train["opts"]["input_size"])
@@ -271,7 +272,7 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
         "wall_time_s": round(train["wall_time_s"], 1), "cpu_time_s": round(train["cpu_time_s"], 1),
         "hardware": train["hardware"], "command": train["command"], "training": train["opts"],
         "model_config": cfg, "history": history, "baseline": base, "other_runs": tried, "goals": GOALS,
-        "carried_from": str(carry) if carry else None, "context": context, "pool": pool,
+        "carried_from": str(carry) if carry else None, "context": context, "selection": selection, "pool": pool,
         "data": {"source": "MNIST (LeCun, Cortes, Burges) and Debian's fonts",
                  "checksums_sha256": ckpt["data"]["checksums"],
                  "train": f"a pool of {pool['request']['n']:,} photos rendered once (model.number_pool, seed "
@@ -298,8 +299,9 @@ def markdown(card: dict[str, Any]) -> str:
     base = card["baseline"]
     hw = card["hardware"]
     tr = card["training"]
-    rows = [("this model: line transformer, then 5 affine digit transformers in parallel", card, card["params"],
-             card["wall_time_s"])]
+    refined = ", each refined by a second" if card["model_config"].get("refine") else ""
+    rows = [(f"this model: line transformer, then 5 affine digit transformers in parallel{refined}", card,
+             card["params"], card["wall_time_s"])]
     if base:
         rows.append((f"baseline: {base['arch']}, the same classifier on the whole photo at "
                      f"{base['model_config']['output_size'][0]} px", {f"test_{k}": v for k, v in base.items()},
@@ -347,8 +349,8 @@ def markdown(card: dict[str, Any]) -> str:
         f"Of the {card['test_numbers_wrong']} numbers misread, {card['test_too_short']} were read a digit or more "
         f"short, {card['test_too_long']} too long, and {card['test_misread_same_length']} at the right length with "
         "a digit misread.", "",
-        *(["Of the runs trained for this model, the one bundled is the one with the lowest validation error; the "
-           "test set chose nothing.", ""] if card.get("other_runs") else []),
+        *([card.get("selection") or "Of the runs trained for this model, the one bundled is the one with the lowest "
+           "validation error; the test set chose nothing.", ""] if card.get("other_runs") else []),
         *([f"Rows marked carried (and the baseline) are copied from the previous card, `{card['carried_from']}`: "
            "measured then, on this same fixed test set; their run folders are not kept.", ""]
           if card.get("carried_from") else []),
@@ -406,8 +408,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--carry", type=Path, help="a previous card.json: its model, other runs and baseline join the "
                    "table as carried rows (for runs whose folders are gone)")
     p.add_argument("--context", default="", help="how the run shared the machine, for the card's training section")
+    p.add_argument("--selection", default="", help="how the bundled run was chosen, where the runs' own validation "
+                   "figures do not say it (default: the lowest validation error)")
     a = p.parse_args(argv)
-    card = write(a.run, a.baseline, a.name, a.other, a.carry, a.context)
+    card = write(a.run, a.baseline, a.name, a.other, a.carry, a.context, a.selection)
     print(json.dumps({k: card[k] for k in ("name", "test_number_error", "test_digit_error")}))
 
 

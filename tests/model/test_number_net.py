@@ -352,6 +352,8 @@ def test_a_polarity_tie_is_left_out_of_the_parity_check_and_counted() -> None:
     assert skew.shape == (3, 6)
     tied = polarity_ties(model, x)
     assert tied is not None and tied.tolist() == (skew.abs() < POLARITY_TIE).any(1).tolist()
+    wide = polarity_ties(model, x, 10 * float(skew.abs().max()))  # a model with wider bounds has wider ties
+    assert wide is not None and wide.all()
     names = ["logits"]
     ref = [np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])]
     got = [np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])]  # sample 1 flipped
@@ -388,5 +390,7 @@ def test_a_new_number_card_carries_the_previous_cards_runs_and_says_its_recipe()
     assert recipe({"lr": 0.001, "refine": True, "ema": 0.998}).endswith(
         "; crops refined by a second transformer; weights averaged (EMA 0.998)")
     assert "first and refined" in loss_sentence({"refine": True}) and "decay 0.998" in loss_sentence({"ema": 0.998})
-    assert "RefineLoc" in markdown({**card, "model_config": {**card["model_config"], "refine": True}})
-    assert "RefineLoc" not in text and "EMA" not in text
+    for refine in (True, False):
+        described = markdown({**card, "model_config": {**card["model_config"], "refine": refine}})
+        assert ("RefineLoc" in described) is refine and ("`coarse_theta`, `context`" in described) is refine
+    assert "moving average" not in loss_sentence({}) and "first and refined" not in loss_sentence({})
