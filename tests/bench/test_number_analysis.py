@@ -16,11 +16,13 @@ from model.number_train import OPTS, model_config
 from model.photo import TRAIN_FONT_DIRS, font_files
 
 
-def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("refine", [False, True])
+def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    refine: bool) -> None:
     if not font_files(TRAIN_FONT_DIRS):
         pytest.skip("no training fonts (tests/setup_system.sh installs them)")
     torch.manual_seed(0)
-    cfg = model_config({**OPTS, "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16})
+    cfg = model_config({**OPTS, "loc_hidden": 16, "cls_channels": [8, 8, 8], "cls_hidden": 16, "refine": refine})
     save_checkpoint(tmp_path / "tiny.ckpt", build_model(cfg), cfg, {"dataset": "number-photo"}, {})
     assert number_analysis.main([str(tmp_path / "tiny.ckpt"), "--n", "10", "--threads", "1", "--no-write"]) == 0
     out = capsys.readouterr().out
@@ -29,7 +31,9 @@ def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pyte
     groups = {k: v for k, v in rows.items() if k in {"handwritten", "printed", "plain", "ruled", "squared", "board"}}
     rows = {k: v for k, v in rows.items() if k not in groups and k != "numbers wrong, by photo"}
     assert set(rows) == {"numbers wrong", "length wrong", "strip misses a digit", "length wrong, strip holds all",
-                         "digits misread, own crops", "digits misread, true crops"}
+                         "digits misread, own crops", "digits misread, true crops"} \
+        | ({"digits misread, first-stage crops"} if refine else set())
+    assert ("before refining" in out) is refine
     # Each photo counted once by kind and once by surface, their wrong numbers adding up to the whole.
     kind = [v for k, v in groups.items() if k in {"handwritten", "printed"}]
     surface = [v for k, v in groups.items() if k not in {"handwritten", "printed"}]
