@@ -32,6 +32,7 @@ and test pass stay float32): 1.6 times the steps a minute on this machine's AVX5
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -186,8 +187,6 @@ class WeightEMA:
     initialisation's; integer buffers are copied. ``module`` is the averaged copy, in eval mode."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        import copy
-
         self.module = copy.deepcopy(model).eval()
         self.decay = decay
         pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
