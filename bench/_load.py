@@ -269,9 +269,14 @@ def command_line() -> str:
 
 
 def write_results(folder: Path, stem: str, md: str, result: dict[str, Any]) -> Path:
-    """``folder/<stem>_<UTC date-time>.md`` and ``.json`` (the table and everything measured); the .md's path."""
+    """``folder/<stem>_<UTC date-time>.md`` and ``.json`` (the table and everything measured); the .md's path.
+    Two results in the same minute do not overwrite each other: the second takes ``-2`` (and so on)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}_{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M')}"
+    base = path = folder / f"{stem}_{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M')}"
+    k = 1
+    while path.with_suffix(".md").exists() or path.with_suffix(".json").exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
     path.with_suffix(".md").write_text(md)
     path.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     return path.with_suffix(".md")

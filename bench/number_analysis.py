@@ -15,6 +15,8 @@ measures the checkpoint (torch, eval mode):
   and ``length wrong, strip holds all``: the length read wrong although the strip holds every digit;
 - the corner error of the chosen crops (their corners from the true crops', in the true crops' half-sides);
 - with a refining stage (``refine``), the digits misread on the first stage's crops and their corner error;
+- the digits by how far their chosen crop missed (corner error bins), misread on it and on their true crop:
+  where reading one's own crops costs more than reading the true ones;
 - the numbers wrong by what the generator drew: handwritten or printed, and each surface.
 
     python -m bench.number_analysis runs/number_c/best.ckpt     # writes bench/results/number_analysis_<date>
@@ -41,6 +43,7 @@ from model.photo_train import corner_error
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+CORNER_BINS = (0.0, 0.1, 0.2, 0.35, 0.6, 1.0, np.inf)
 
 
 def _row(label: str, wrong: int, of: int) -> str:
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         counts["digits misread, first-stage crops"] = 0
     corner = coarse_corner = 0.0
     n_digits = 0
+    crop_corner: list[np.ndarray] = []  # per true digit: its chosen crop's corner error, and misread on it
+    crop_own: list[np.ndarray] = []
+    crop_true: list[np.ndarray] = []
     with torch.no_grad():
         for i in range(0, len(digits), 100):
             x = torch.from_numpy(x8[i:i + 100]).float()[:, None] / 255.0
@@ -92,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             counts["digits misread, own crops"] += int((top != d)[valid].sum())
             true_read = model.read_where(x, t, valid)[:, :NO_DIGIT].argmax(-1)
             counts["digits misread, true crops"] += int((true_read != d[valid]).sum())
-            corner += float(corner_error(theta[valid], t[valid]).sum())
+            each = corner_error(theta[valid], t[valid])
+            corner += float(each.sum())
+            crop_corner.append(each.numpy())
+            crop_own.append((top != d)[valid].numpy())
+            crop_true.append((true_read != d[valid]).numpy())
             if refine:
                 coarse_read = model.read_where(x, first[0], valid)[:, :NO_DIGIT].argmax(-1)
                 counts["digits misread, first-stage crops"] += int((coarse_read != d[valid]).sum())
@@ -117,12 +127,24 @@ def main(argv: list[str] | None = None) -> int:
             mask = group == g
             by[g] = [int(wrong_numbers[mask].sum()), int(mask.sum())]
             lines.append(_row(g, *by[g]))
+    # Where the chosen crops land: the digits by their crop's corner error, misread on it and on the true crop.
+    ce, own, true = np.concatenate(crop_corner), np.concatenate(crop_own), np.concatenate(crop_true)
+    lines += ["", "| chosen crop's corner error (true half-sides) | digits | misread on it | misread on the true "
+              "crop |", "| --- | ---: | ---: | ---: |"]
+    bins = []
+    for lo, hi in zip(CORNER_BINS[:-1], CORNER_BINS[1:], strict=True):
+        m = (ce >= lo) & (ce < hi)
+        bins.append({"from": lo, "to": hi, "digits": int(m.sum()), "own": int(own[m].sum()),
+                     "true": int(true[m].sum())})
+        label = f"≥ {lo:g}" if hi == np.inf else f"{lo:g}-{hi:g}"
+        lines.append(f"| {label} | {int(m.sum()):,} | {int(own[m].sum())} | {int(true[m].sum())} |")
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_write:
         result = {"checkpoint": str(args.checkpoint), "n": n, "digits": n_digits, "wrong": counts,
                   "corner_error": corner / n_digits,
                   "first_stage_corner_error": coarse_corner / n_digits if refine else None, "wrong_by_photo": by,
+                  "by_corner_error": bins,
                   "command": _load.command_line()}
         print(f"wrote {_load.write_results(RESULTS, 'number_analysis', md, result)}")
     return 0
