@@ -29,7 +29,9 @@ def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pyte
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in out.splitlines()
             if line.startswith("| ") and "---" not in line and "measure" not in line}
     groups = {k: v for k, v in rows.items() if k in {"handwritten", "printed", "plain", "ruled", "squared", "board"}}
-    rows = {k: v for k, v in rows.items() if k not in groups and k != "numbers wrong, by photo"}
+    bins = {k: v for k, v in rows.items() if k in {"0-0.1", "0.1-0.2", "0.2-0.35", "0.35-0.6", "0.6-1", "≥ 1"}}
+    rows = {k: v for k, v in rows.items() if k not in groups and k not in bins and k != "numbers wrong, by photo"
+            and not k.startswith("chosen crop")}
     assert set(rows) == {"numbers wrong", "length wrong", "strip misses a digit", "length wrong, strip holds all",
                          "digits misread, own crops", "digits misread, true crops"} \
         | ({"digits misread, first-stage crops"} if refine else set())
@@ -42,6 +44,11 @@ def test_the_analysis_counts_every_validation_digit(tmp_path: Path, capsys: pyte
         wrong = sum(int(v[0]) * float(v[1].split()[0]) / 100 for v in split)
         assert wrong == pytest.approx(10 * float(rows["numbers wrong"][1].split()[0]) / 100, abs=1e-6)
     assert rows["numbers wrong"][0] == "10" and rows["digits misread, own crops"][0] == "30"  # lengths 1-5 in turn
+    # Every digit in one corner-error bin; the bins' misreads add up to the table's.
+    assert len(bins) == 6 and sum(int(v[0].replace(",", "")) for v in bins.values()) == 30
+    for col, row in ((1, "digits misread, own crops"), (2, "digits misread, true crops")):
+        misread = sum(int(v[col].strip(" |")) for v in bins.values())
+        assert misread == pytest.approx(30 * float(rows[row][1].split()[0]) / 100, abs=0.01)  # % to 2 places
     pct = {k: float(v[1].split()[0]) for k, v in rows.items()}
     assert all(0 <= v <= 100 for v in pct.values())
     assert pct["numbers wrong"] >= pct["length wrong"] >= pct["length wrong, strip holds all"]
