@@ -69,12 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     surfaces = np.array([str(q["surface"]) for q in params])
     wrong_numbers = np.zeros(len(digits), bool)
     counts = {"numbers wrong": 0, "length wrong": 0, "strip misses a digit": 0, "length wrong, strip holds all": 0,
-              "digits misread, own crops": 0, "digits misread, true crops": 0}
+              "digits misread, own crops": 0, "digits misread, true crops": 0}  # the last two: from the crops
     refine = model.refine_loc is not None
     if refine:  # the first digit transformers' crops, before the second refined them
         counts["digits misread, first-stage crops"] = 0
-    corner = coarse_corner = 0.0
-    n_digits = 0
+    coarse_corner = 0.0
     crop_corner: list[np.ndarray] = []  # per true digit: its chosen crop's corner error, and misread on it
     crop_own: list[np.ndarray] = []
     crop_true: list[np.ndarray] = []
@@ -95,21 +94,19 @@ def main(argv: list[str] | None = None) -> int:
             counts["length wrong"] += int(length_wrong.sum())
             counts["strip misses a digit"] += int(outside.sum())
             counts["length wrong, strip holds all"] += int((length_wrong & ~outside).sum())
-            counts["digits misread, own crops"] += int((top != d)[valid].sum())
             true_read = model.read_where(x, t, valid)[:, :NO_DIGIT].argmax(-1)
-            counts["digits misread, true crops"] += int((true_read != d[valid]).sum())
-            each = corner_error(theta[valid], t[valid])
-            corner += float(each.sum())
-            crop_corner.append(each.numpy())
+            crop_corner.append(corner_error(theta[valid], t[valid]).numpy())
             crop_own.append((top != d)[valid].numpy())
             crop_true.append((true_read != d[valid]).numpy())
             if refine:
                 coarse_read = model.read_where(x, first[0], valid)[:, :NO_DIGIT].argmax(-1)
                 counts["digits misread, first-stage crops"] += int((coarse_read != d[valid]).sum())
                 coarse_corner += float(corner_error(first[0][valid], t[valid]).sum())
-            n_digits += int(valid.sum())
     n = len(digits)
+    ce, own, true = np.concatenate(crop_corner), np.concatenate(crop_own), np.concatenate(crop_true)
+    n_digits, corner = len(ce), float(ce.sum())
     counts["numbers wrong"] = int(wrong_numbers.sum())
+    counts["digits misread, own crops"], counts["digits misread, true crops"] = int(own.sum()), int(true.sum())
     lines = ["# The number model's errors: length, crops or reader", "", f"Command: `{_load.command_line()}`", "",
              f"Checkpoint `{args.checkpoint}`; {n:,} validation photos ({n_digits:,} digits; MNIST-train "
              "55,000-59,999, training fonts; `model.number_train.val_set`). Error % (95 % Wilson interval), of "
@@ -128,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
             by[g] = [int(wrong_numbers[mask].sum()), int(mask.sum())]
             lines.append(_row(g, *by[g]))
     # Where the chosen crops land: the digits by their crop's corner error, misread on it and on the true crop.
-    ce, own, true = np.concatenate(crop_corner), np.concatenate(crop_own), np.concatenate(crop_true)
     lines += ["", "| chosen crop's corner error (true half-sides) | digits | misread on it | misread on the true "
               "crop |", "| --- | ---: | ---: | ---: |"]
     bins = []
