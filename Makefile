@@ -132,7 +132,8 @@ export-photo: $(VENV)/.dev
 export-number: $(VENV)/.dev
 	bash tests/setup_system.sh
 	$(BIN)/stn-export runs/number_i/best.ckpt --out service/model_repository --name stn_number --no-fp16 \
-		--tol-logits 1e-1 --tol-params 1e-3 --tol-rectified 5e-2 --polarity-tie 1e-3
+		--tol-logits 1e-1 --tol-params 1e-3 --tol-rectified 5e-2 --polarity-tie 1e-3 \
+		--zoom-fill 0.8 --zoom-alone-below 0.5
 
 bench-reliability: $(VENV)/.dev
 	$(BIN)/python -m bench.reliability

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol-rectified", type=float, default=Tolerances.rectified)
     p.add_argument("--polarity-tie", type=float, default=Tolerances.polarity_tie,
                    help="a flipping skewness this near zero is a tie, its sample left out of the parity check")
+    p.add_argument("--zoom-fill", type=float,
+                   help="a number model: the service reads it a second time from a window on the digits, their "
+                        "extent this share of the window's side (stn.zoom_fill; docs/service.md)")
+    p.add_argument("--zoom-alone-below", type=float, default=0.5,
+                   help="with --zoom-fill: the second reading alone answers where its window is under this "
+                        "share of the photo's longer side (stn.zoom_alone_below)")
     p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime CPU threads")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -64,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_real=args.real_images,
             tol=Tolerances(args.tol_logits, args.tol_params, args.tol_rectified, args.polarity_tie),
             max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us, threads=args.threads,
-            command=command)
+            command=command, zoom=None if args.zoom_fill is None else (args.zoom_fill, args.zoom_alone_below))
     except (ExportError, FileNotFoundError, ValueError) as exc:
         print(f"stn-export: error: {exc}", file=sys.stderr)
         return 1

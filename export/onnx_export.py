@@ -270,6 +270,19 @@ def metadata(ckpt: dict[str, Any], config: ModelConfig, output_names: Sequence[s
     }
 
 
+def zoom_metadata(config: ModelConfig, ckpt: dict[str, Any], zoom: tuple[float, float] | None) -> dict[str, str]:
+    """``stn.zoom_fill`` and ``stn.zoom_alone_below`` from ``zoom`` (none: {}); only a letterboxed sequence
+    model reads twice (``service.zoom``)."""
+    if zoom is None:
+        return {}
+    fill, alone = zoom
+    if not (is_sequence(config) and (ckpt.get("data") or {}).get("resize") == "letterbox"):
+        raise ExportError("--zoom-fill is for a letterboxed sequence model (a number model)")
+    if not (0 < fill <= 1 and 0 < alone <= 1):
+        raise ExportError(f"zoom fill and alone-below must be in (0, 1], got {fill} and {alone}")
+    return {"stn.zoom_fill": repr(float(fill)), "stn.zoom_alone_below": repr(float(alone))}
+
+
 def set_metadata(proto: onnx.ModelProto, meta: dict[str, str], doc: str = "") -> None:
     missing = [k for k in METADATA_KEYS if k not in meta]
     if missing:
@@ -458,8 +471,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
                       test_limit: int | None = None, n_real: int = N_REAL,
                       batch_sizes: Sequence[int] = BATCH_SIZES, tol: Tolerances | None = None,
                       max_batch_size: int = MAX_BATCH_SIZE, queue_delay_us: int = QUEUE_DELAY_US,
-                      threads: int = 1, command: str | None = None) -> ExportResult:
+                      threads: int = 1, command: str | None = None,
+                      zoom: tuple[float, float] | None = None) -> ExportResult:
     """Export ``checkpoint`` to ``out_dir/<name>/`` (and ``out_dir/<name>_fp16/``), verified; see the CLI.
+
+    ``zoom`` = (fill, alone_below) writes ``stn.zoom_fill`` and ``stn.zoom_alone_below``: the service reads a
+    letterboxed sequence model's number a second time from a window on it (``service.zoom``).
 
     ``use_data=False`` skips everything that needs MNIST (real-image parity, test error); ``test_limit``
     uses only the first images of the test set for the test-error comparison (then ``stn.test_error`` is
@@ -514,7 +531,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
             test_error = format_error_rate(measured, report.test.n)
         else:
             test_error = "" if recorded is None else format_fraction(float(recorded))
-        meta = metadata(ckpt, config, names, name, test_error)
+        meta = {**metadata(ckpt, config, names, name, test_error), **zoom_metadata(config, ckpt, zoom)}
         set_metadata(proto, meta, doc=f"Spatial transformer network {name} ({meta['stn.transform']}), "
                                       f"exported from {checkpoint.name}")
         save(proto, path)

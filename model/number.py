@@ -59,6 +59,7 @@ from model.photo import (
 
 MAX_DIGITS = 5
 LINE_WIDTH = (0.35, 0.85)  # the ink row's width, share of the frame's width
+LONG_SIDE = (256, 448)  # the frame's longer side, px
 MAX_LINE_ANGLE = math.radians(15)
 MAX_DIGIT_ANGLE = math.radians(8)
 
@@ -85,12 +86,18 @@ class NumberPhoto:
 class NumberGenerator:
     """Renders photos of numbers from ``images`` (N, 28, 28) uint8 with ``labels``, and ``fonts``."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, fonts: list[str]) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, fonts: list[str],
+                 line_width: tuple[float, float] = LINE_WIDTH, long_side: tuple[int, int] = LONG_SIDE) -> None:
+        """``line_width``: the ink row's width as a share of the frame's width; ``long_side``: the frame's
+        longer side, px (both uniform; training's are the defaults)."""
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"images must be (N, 28, 28), got {images.shape}")
         if not fonts:
             raise ValueError("printed numbers need fonts")
+        if not 0 < line_width[0] <= line_width[1] <= 1 or not 16 <= long_side[0] <= long_side[1]:
+            raise ValueError(f"line_width must be within (0, 1] and long_side >= 16, got {line_width}, {long_side}")
         self.images, self.labels, self.fonts = images, labels, fonts
+        self.line_width, self.long_side = line_width, long_side
 
     def render(self, rng: np.random.Generator, n_digits: int | None = None) -> NumberPhoto:
         n = int(rng.integers(1, MAX_DIGITS + 1)) if n_digits is None else int(n_digits)
@@ -105,7 +112,7 @@ class NumberGenerator:
     def _render(self, rng: np.random.Generator, n: int) -> NumberPhoto | None:
         p: dict[str, Any] = {"n_digits": n}
         kind = str(rng.choice(["plain", "ruled", "squared", "board"], p=[0.55, 0.20, 0.13, 0.12]))
-        long_side = int(rng.integers(256, 449))
+        long_side = int(rng.integers(self.long_side[0], self.long_side[1] + 1))
         w, h = frame_size(long_side, ASPECTS[int(rng.integers(len(ASPECTS)))])
         p.update(surface=kind, frame=(w, h))
 
@@ -140,7 +147,7 @@ class NumberGenerator:
             x += widths[i]
         row = x  # the ink row's width, in digit heights
         line_angle = float(rng.uniform(-MAX_LINE_ANGLE, MAX_LINE_ANGLE))
-        height = float(rng.uniform(*LINE_WIDTH)) * w / row  # px per digit height
+        height = float(rng.uniform(*self.line_width)) * w / row  # px per digit height
         # Fit: the turned line's extent (plus each digit's height) inside the frame.
         c, s = abs(math.cos(line_angle)), abs(math.sin(line_angle))
         ext_w, ext_h = (row * c + 1.3 * s) * height, (row * s + 1.3 * c) * height

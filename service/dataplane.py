@@ -27,7 +27,7 @@ from service.errors import ModelNotFound, ModelNotReady, ServiceError, Unprocess
 from service.geometry import border_points, draw_overlay, rectify_image, to_upload
 from service.metrics import Metrics
 from service.model import GEOMETRIC, Result, ServedModel
-from service.preprocess import Invert, Prepared, border_median, png_bytes, rectified_to_pixels, to_gray
+from service.preprocess import Decoded, Invert, Prepared, border_median, png_bytes, rectified_to_pixels, to_gray
 from service.protocol_v2 import check_input
 from service.repository import ModelSpec, choose_default, scan_repository
 from service.runtime import ModelRuntime, cuda_available
@@ -41,6 +41,8 @@ Answer = Callable[[ModelSpec, Result], T]
 # Bodies larger than this are decoded on a worker thread (Pillow releases the GIL while decoding); small
 # ones inline, where a thread hop would cost more than the decode.
 INLINE_DECODE_BYTES = 64 * 1024
+# A second pass's windows (``service.zoom``) are cut on a worker thread from decoded images above this size.
+INLINE_WINDOW_PIXELS = 1 << 20
 
 
 class DataPlane:
@@ -179,13 +181,33 @@ class DataPlane:
         self.metrics.stages(spec.name).answer.inc(time.thread_time() - c0)
         return answers
 
+    async def _second_pass(
+        self, model: ServedModel, decoded: list[Decoded], preps: list[Prepared], outs: list[dict[str, np.ndarray]]
+    ) -> tuple[list[Prepared], list[dict[str, np.ndarray]]]:
+        """A sequence model's second reading of each image, from a window on its number (``service.zoom``):
+        the windows' inputs go to the batcher as one request; -> their ``Prepared`` and combined outputs."""
+        big = sum(d.image.size[0] * d.image.size[1] for d in decoded) > INLINE_WINDOW_PIXELS
+
+        def inputs() -> list[tuple[Prepared, tuple[float, float, float]]]:
+            return [model.zoom_input(d, p, o) for d, p, o in zip(decoded, preps, outs, strict=True)]
+
+        second = await self._cpu(big, inputs)
+        out = await model.predict(np.stack([p.x for p, _ in second]), self.settings.request_timeout_s)
+        rows = [{k: v[i] for k, v in out.items()} for i in range(len(second))]
+        combined = [model.zoomed(o1, o2, p1, win)
+                    for o1, o2, p1, (_, win) in zip(outs, rows, preps, second, strict=True)]
+        return [p for p, _ in second], combined
+
     async def predict(
-        self, name: str | None, data: bytes, answer: Answer[T], *, invert: Invert = "auto"
+        self, name: str | None, data: bytes, answer: Answer[T], *, invert: Invert = "auto", zoom: bool = True
     ) -> T:
         model = self.get_ready(name)
-        _, prep = await self._cpu(len(data) > INLINE_DECODE_BYTES, model.preprocess, data, invert)
+        decoded, prep = await self._cpu(len(data) > INLINE_DECODE_BYTES, model.preprocess, data, invert)
         out = await model.predict(prep.x[None], self.settings.request_timeout_s)
-        return self._answers(model, [{k: v[0] for k, v in out.items()}], [prep], answer)[0]
+        outs, preps = [{k: v[0] for k, v in out.items()}], [prep]
+        if model.zooms(zoom):
+            preps, outs = await self._second_pass(model, [decoded], preps, outs)
+        return self._answers(model, outs, preps, answer)[0]
 
     async def predict_batch(
         self,
@@ -194,15 +216,17 @@ class DataPlane:
         answer: Answer[T],
         *,
         invert: Invert = "auto",
+        zoom: bool = True,
     ) -> list[T | ServiceError]:
         """One answer per file, in order, or the error of a file that failed (the others still run).
 
-        The good files go to the batcher as one request (one queue slot, one run)."""
+        The good files go to the batcher as one request (one queue slot, one run; a sequence model read
+        twice, ``service.zoom``: two)."""
         model = self.get_ready(name)
 
-        def prepare_one(data: bytes) -> Prepared | ServiceError:
+        def prepare_one(data: bytes) -> tuple[Decoded, Prepared] | ServiceError:
             try:
-                return model.preprocess(data, invert)[1]
+                return model.preprocess(data, invert)
             except ServiceError as exc:
                 return exc
 
@@ -213,10 +237,13 @@ class DataPlane:
         good = [(i, r) for i, r in enumerate(results) if not isinstance(r, ServiceError)]
         answers: dict[int, T] = {}
         if good:
-            x = np.stack([p.x for _, p in good])  # (n, 1, H, W)
+            x = np.stack([p.x for _, (_, p) in good])  # (n, 1, H, W)
             out = await model.predict(x, self.settings.request_timeout_s)
             outs = [{k: v[row] for k, v in out.items()} for row in range(len(good))]
-            shaped = self._answers(model, outs, [p for _, p in good], answer)
+            preps = [p for _, (_, p) in good]
+            if model.zooms(zoom):
+                preps, outs = await self._second_pass(model, [d for _, (d, _) in good], preps, outs)
+            shaped = self._answers(model, outs, preps, answer)
             answers = {i: a for (i, _), a in zip(good, shaped, strict=True)}
         items: list[T | ServiceError] = [
             r if isinstance(r, ServiceError) else answers[i] for i, r in enumerate(results)
@@ -232,12 +259,14 @@ class DataPlane:
         overlay: bool = False,
         invert: Invert = "auto",
         index: int | None = None,
+        zoom: bool = True,
     ) -> bytes:
         """PNG: the rectified crop (``size`` (w, h) samples the ORIGINAL upload; none gives the model's own
         ``rectified`` output) or, with ``overlay``, the upload with the sampled quadrilateral drawn.
 
         A sequence model has one crop per transformer: all of them side by side, left to right (the overlay:
-        every window, each in its own colour), or transformer ``index``'s alone."""
+        every window, each in its own colour), or transformer ``index``'s alone; read twice (``?zoom=``,
+        ``service.zoom``), the second pass's crops and windows, as the prediction's."""
         model = self.get_ready(name)
         spec = model.spec
         if (size is not None or overlay) and spec.param_output not in GEOMETRIC:
@@ -254,6 +283,10 @@ class DataPlane:
         picked = range(crops) if index is None else [index]
         decoded, prep = await self._cpu(True, model.preprocess, data, invert, True)
         out = await model.predict(prep.x[None], self.settings.request_timeout_s)
+        if model.zooms(zoom):  # the crops and windows of the reading the answer gives (service.zoom)
+            first = {k: v[0] for k, v in out.items()}
+            (prep,), (zoomed,) = await self._second_pass(model, [decoded], [prep], [first])
+            out = {k: v[None] for k, v in zoomed.items()}
         if size is None and not overlay:
             rect = out["rectified"][0]  # (C, h, w), or a sequence model's (T, C, h, w)
             pixels = [rectified_to_pixels(rect[t][0] if spec.is_sequence else rect[0], spec, prep.inverted)

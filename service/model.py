@@ -27,6 +27,7 @@ from service.preprocess import Decoded, Invert, Prepared, decode, prepare
 from service.repository import ModelSpec
 from service.runtime import ModelRuntime
 from service.sequence import Reading
+from service.zoom import combine, is_alone, prepare_window, window
 
 DRAFT = 2  # JPEG draft decoding: at least this many times the model input's size
 GEOMETRIC = ("theta", "homography", "control_points")  # parameter outputs that place the crop on the input
@@ -56,6 +57,8 @@ class Result:
     # region; ``params`` and ``region`` are then None (each digit has its own).
     reading: Reading | None = None
     windows: list[tuple[list[Any], list[list[float]]]] | None = None
+    # A sequence model read twice (``service.zoom``): the second pass's window [x0, y0, x1, y1], upload pixels.
+    zoom_window: list[float] | None = None
 
 
 @dataclass
@@ -91,6 +94,28 @@ class ServedModel:
         stages.images.inc()
         return decoded, prep
 
+    def zooms(self, zoom: bool) -> bool:
+        """Whether a request with ``?zoom=`` reads this model's images twice (``service.zoom``)."""
+        return zoom and self.spec.zoom_fill is not None
+
+    def zoom_input(self, decoded: Decoded, prep: Prepared,
+                   out: dict[str, np.ndarray]) -> tuple[Prepared, tuple[float, float, float]]:
+        """The second pass's input: the window around the digits one image's first-pass outputs read."""
+        assert self.spec.zoom_fill is not None
+        c0 = time.thread_time()
+        win = window(out, prep, self.spec.zoom_fill)
+        second = prepare_window(decoded, self.spec, prep.inverted, win)
+        self.metrics.stages(self.spec.name).preprocess.inc(time.thread_time() - c0)
+        return second, win
+
+    def zoomed(self, first: dict[str, np.ndarray], second: dict[str, np.ndarray], prep: Prepared,
+               win: tuple[float, float, float]) -> dict[str, np.ndarray]:
+        """One image's outputs from its two passes (``service.zoom.combine``), and its window as
+        ``zoom_window`` (x0, y0, x1, y1) for the answer."""
+        out = combine(first, second, is_alone(self.spec, prep, win))
+        cx, cy, side = win
+        return {**out, "zoom_window": np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])}
+
     async def predict(self, x: np.ndarray, timeout_s: float) -> dict[str, np.ndarray]:
         """The session's outputs for a batch ``x`` ``(N, 1, H, W)``, through the batcher."""
         return await self.batcher.infer(x, timeout_s)
@@ -117,4 +142,6 @@ class ServedModel:
         for theta in out["theta"]:  # (T, 2, 3): transformer t's window, into the upload's coordinates
             t = to_upload(theta, prep.to_upload).astype(np.float64)
             windows.append((t.tolist(), region_points(t, *prep.size)))
-        return Result([], None, None, prep.size, prep.inverted, out["rectified"][:, 0], reading, windows)
+        zoom = out.get("zoom_window")
+        return Result([], None, None, prep.size, prep.inverted, out["rectified"][:, 0], reading, windows,
+                      None if zoom is None else zoom.tolist())

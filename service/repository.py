@@ -54,6 +54,12 @@ class ModelSpec:
     kind: str = "digit"
     max_len: int = 1
     transformers: int = 1  # crops in ``rectified`` (a sequence model's: (N, T, C, h, w))
+    # A letterboxed sequence model may read its number twice (``service.zoom``): the second time from a square
+    # window around the digits the first pass found, the digits' extent ``zoom_fill`` of its side
+    # (stn.zoom_fill; None: one pass); where the window is under ``zoom_alone_below`` of the upload's longer
+    # side the second pass alone answers, else both passes' log-probabilities add (stn.zoom_alone_below).
+    zoom_fill: float | None = None
+    zoom_alone_below: float = 0.5
 
     @property
     def is_sequence(self) -> bool:
@@ -110,6 +116,17 @@ def _pair(text: str | None, key: str) -> tuple[int, int]:
     if len(parts) != 2:
         raise ValueError(f"metadata {key} must be 'H,W', got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def _share(text: str, key: str, name: str) -> float:
+    """A metadata value in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}: {key} must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name}: {key} must be in (0, 1], got {value}")
+    return value
 
 
 def _dims(shape: list[object]) -> list[int]:
@@ -208,6 +225,13 @@ def parse_spec(
     padding = meta.get("stn.padding", "zeros")
     if padding not in ("zeros", "border"):
         raise ValueError(f"{entry.name}: stn.padding must be zeros or border, got {padding!r}")
+    zoom_fill = None
+    if "stn.zoom_fill" in meta:
+        zoom_fill = _share(meta["stn.zoom_fill"], "stn.zoom_fill", entry.name)
+        if not sequence or resize != "letterbox":
+            raise ValueError(f"{entry.name}: stn.zoom_fill is for a letterboxed sequence model (stn.kind sequence, "
+                             f"stn.resize letterbox), got {kind} and {resize}")
+    zoom_alone_below = _share(meta.get("stn.zoom_alone_below", "0.5"), "stn.zoom_alone_below", entry.name)
     return ModelSpec(
         name=entry.name,
         version=entry.version,
@@ -228,4 +252,6 @@ def parse_spec(
         kind=kind,
         max_len=max_len,
         transformers=transformers,
+        zoom_fill=zoom_fill,
+        zoom_alone_below=zoom_alone_below,
     )

@@ -71,6 +71,11 @@ class Prediction(BaseModel):
     digits: list[DigitRead] | None = Field(
         None, description="sequence models: each digit read, left to right; else null"
     )
+    zoom_window: list[float] | None = Field(
+        None,
+        description="a sequence model read twice (?zoom=true and the model's stn.zoom_fill): the square "
+        "window [x0, y0, x1, y1] in the upload's pixels that its second reading saw; else null",
+    )
 
 
 class BatchItem(BaseModel):
@@ -101,6 +106,11 @@ class ModelInfo(BaseModel):
                                      "sequence model)")
     kind: str | None = Field(default=None, description="digit (one class per image) or sequence (a number)")
     max_digits: int | None = Field(default=None, description="the most digits a sequence model reads")
+    zoom_fill: float | None = Field(
+        default=None,
+        description="a sequence model read twice (stn.zoom_fill, docs/service.md): the digits' extent as a share "
+        "of the second reading's window; null: read once",
+    )
     providers: list[str] = Field(default_factory=list)
 
 

@@ -48,6 +48,7 @@ def prediction(top_k: int, rectified: bool) -> Callable[[ModelSpec, Result], dic
             "rectified": rect,
             "text": None,
             "digits": None,
+            "zoom_window": None,
         }
 
     return shape
@@ -87,6 +88,7 @@ def _sequence(spec: ModelSpec, r: Result, top_k: int, rectified: bool) -> dict[s
         "rectified": _png64(np.concatenate(list(crops), axis=1)) if crops is not None else None,
         "text": text,
         "digits": digits,
+        "zoom_window": r.zoom_window,
     }
 
 

@@ -152,8 +152,17 @@ INDEX: Param[int | None] = Param(
     le=15,
 )
 
-PREDICT_PARAMS = (TOP_K, RECTIFIED, INVERT)
-RECTIFY_PARAMS = (SIZE, OVERLAY, INVERT, INDEX)
+ZOOM: Param[bool] = Param(
+    "zoom",
+    True,
+    "a sequence model whose metadata has stn.zoom_fill (stn_number) reads the number a second time from a "
+    "window around the digits its first reading found (docs/service.md); false: one reading. Other models "
+    "ignore it",
+    "bool",
+)
+
+PREDICT_PARAMS = (TOP_K, RECTIFIED, INVERT, ZOOM)
+RECTIFY_PARAMS = (SIZE, OVERLAY, INVERT, INDEX, ZOOM)
 
 
 _NO_QUERY: Mapping[str, str] = {}

@@ -38,6 +38,7 @@ from service.routes.params import (
     RECTIFY_PARAMS,
     SIZE,
     TOP_K,
+    ZOOM,
     query_of,
 )
 from service.schemas import BatchResponse, ModelInfo, ModelList, Prediction
@@ -58,11 +59,11 @@ def _predict_doc(summary: str, multiple: bool = False) -> dict[str, Any]:
 
 async def _predict(request: Request, name: str | None) -> Response:
     query = query_of(request)
-    top_k, rectified, invert = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query)
+    top_k, rectified, invert, zoom = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query), ZOOM.get(query)
     dp, settings = state_of(request)
     dp.admit(name)  # 404 / 503 (not ready, queue full) before reading a body
     data = await read_image(request, settings)
-    return json_response(await dp.predict(name, data, prediction(top_k, rectified), invert=invert))
+    return json_response(await dp.predict(name, data, prediction(top_k, rectified), invert=invert, zoom=zoom))
 
 
 @routes.post("/v1/models/{name}/predict", **_predict_doc("Classify one image with a named model"))
@@ -77,7 +78,7 @@ async def predict_default(request: Request) -> Response:
 
 async def _batch(request: Request, name: str | None) -> Response:
     query = query_of(request)
-    top_k, rectified, invert = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query)
+    top_k, rectified, invert, zoom = TOP_K.get(query), RECTIFIED.get(query), INVERT.get(query), ZOOM.get(query)
     dp, settings = state_of(request)
     handle = dp.admit(name)
     if not is_multipart(request):
@@ -86,7 +87,7 @@ async def _batch(request: Request, name: str | None) -> Response:
     if not files:
         raise InvalidInput("multipart body has no file field 'image'")
     answers = await dp.predict_batch(
-        name, [d for _, d in files], prediction(top_k, rectified), invert=invert
+        name, [d for _, d in files], prediction(top_k, rectified), invert=invert, zoom=zoom
     )
     items = [batch_item(i, f, a) for i, ((f, _), a) in enumerate(zip(files, answers, strict=True))]
     return json_response({"model": handle.name, "results": items})
@@ -126,9 +127,10 @@ async def _rectify(request: Request, name: str | None) -> Response:
     query = query_of(request)
     dp, settings = state_of(request)
     wh, overlay, invert, index = SIZE.get(query, settings), OVERLAY.get(query), INVERT.get(query), INDEX.get(query)
+    zoom = ZOOM.get(query)
     dp.admit(name)
     data = await read_image(request, settings)
-    png = await dp.rectify(name, data, size=wh, overlay=overlay, invert=invert, index=index)
+    png = await dp.rectify(name, data, size=wh, overlay=overlay, invert=invert, index=index, zoom=zoom)
     return Response(png, media_type="image/png")
 
 
@@ -169,6 +171,7 @@ async def list_models(request: Request) -> Response:
                     "test_error": spec.test_error,
                     "kind": spec.kind,
                     "max_digits": spec.max_len if spec.is_sequence else None,
+                    "zoom_fill": spec.zoom_fill,
                 }
             )
         infos.append(info)

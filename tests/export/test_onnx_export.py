@@ -210,3 +210,22 @@ def test_metadata_rejects_mean_mismatch(small_model, data_meta) -> None:
     model, config = small_model("affine")
     with pytest.raises(ExportError, match="mean"):
         metadata({"data": {**data_meta, "mean": 0.5}}, full_config(config), model.output_names, "t", "")
+
+
+def test_zoom_metadata_is_for_a_letterboxed_sequence_model_only() -> None:
+    """``stn-export --zoom-fill``: the two keys the service's second reading needs (``service.zoom``), refused
+    for a model that is not a letterboxed sequence model and for values outside (0, 1]."""
+    from export.onnx_export import ExportError, zoom_metadata
+    from model.nets import full_config
+
+    number = full_config({"arch": "number", "input_size": [256, 256], "output_size": [32, 32], "max_len": 5,
+                          "mean": 0.0, "std": 1.0})
+    letterbox = {"data": {"resize": "letterbox"}}
+    assert zoom_metadata(number, letterbox, None) == {}
+    assert zoom_metadata(number, letterbox, (0.8, 0.5)) == {"stn.zoom_fill": "0.8", "stn.zoom_alone_below": "0.5"}
+    with pytest.raises(ExportError, match="must be in"):
+        zoom_metadata(number, letterbox, (1.5, 0.5))
+    with pytest.raises(ExportError, match="letterboxed sequence model"):
+        zoom_metadata(number, {"data": {"resize": "stretch"}}, (0.8, 0.5))
+    with pytest.raises(ExportError, match="letterboxed sequence model"):
+        zoom_metadata(full_config({"arch": "stcnn"}), letterbox, (0.8, 0.5))

@@ -54,3 +54,20 @@ def test_the_model_input_and_its_targets(gen: NumberGenerator) -> None:
     assert labels2 == labels and np.array_equal(x2, x) and np.array_equal(thetas2, thetas)  # seeded
     with pytest.raises(ValueError, match="n_digits must be 1..5"):
         gen.render(np.random.default_rng(0), 6)
+
+
+def test_the_line_width_and_the_frame_can_be_asked_for(mnist: dict[str, Any]) -> None:
+    """The small numbers of bench.number_zoom and the zoom tests: the line 12-35 % of the frame's width, frames
+    of 768-1,344 px; the training ranges are the defaults, and a range outside (0, 1] is refused."""
+    fonts = font_files(TRAIN_FONT_DIRS)
+    if not fonts:
+        pytest.skip("the training fonts are not installed (tests/setup_system.sh)")
+    small = NumberGenerator(mnist["train_images"][:500], mnist["train_labels"][:500], fonts,
+                            line_width=(0.12, 0.35), long_side=(768, 1344))
+    rng = np.random.default_rng(7)
+    for n in (1, 3, 5):
+        photo = small.render(rng, n)
+        assert 768 <= max(photo.size) <= 1344
+        assert photo.params["line_width_share"] <= 0.35 + 1e-9
+    with pytest.raises(ValueError, match="line_width must be within"):
+        NumberGenerator(mnist["train_images"][:10], mnist["train_labels"][:10], fonts, line_width=(0.5, 1.2))

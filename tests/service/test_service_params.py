@@ -84,11 +84,12 @@ def test_size_accepted_exactly_where_the_documented_pattern_matches(max_side: in
 def test_documented_parameters_match_what_is_parsed(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     params = {p["name"]: p for p in spec["paths"]["/v1/predict"]["post"]["parameters"]}
-    assert set(params) == {"top_k", "rectified", "invert"}
+    assert set(params) == {"top_k", "rectified", "invert", "zoom"}
+    assert params["zoom"]["schema"] == {"type": "boolean", "default": True}
     assert params["top_k"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
     assert params["invert"]["schema"]["enum"] == ["auto", "true", "false"]
     named = spec["paths"]["/v1/models/{name}/rectify"]["post"]["parameters"]
-    assert [p["name"] for p in named] == ["name", "size", "overlay", "invert", "index"]
+    assert [p["name"] for p in named] == ["name", "size", "overlay", "invert", "index", "zoom"]
     assert named[0]["in"] == "path" and named[0]["required"] is True
 
 
