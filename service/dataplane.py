@@ -185,18 +185,22 @@ class DataPlane:
         self, model: ServedModel, decoded: list[Decoded], preps: list[Prepared], outs: list[dict[str, np.ndarray]]
     ) -> tuple[list[Prepared], list[dict[str, np.ndarray]]]:
         """A sequence model's second reading of each image, from a window on its number (``service.zoom``):
-        the windows' inputs go to the batcher as one request; -> their ``Prepared`` and combined outputs."""
+        the windows' inputs go to the batcher as one request; -> each image's ``Prepared`` and outputs (the
+        two readings combined; the first alone where it gave no window)."""
         big = sum(d.image.size[0] * d.image.size[1] for d in decoded) > INLINE_WINDOW_PIXELS
 
-        def inputs() -> list[tuple[Prepared, tuple[float, float, float]]]:
+        def inputs() -> list[tuple[Prepared, tuple[float, float, float]] | None]:
             return [model.zoom_input(d, p, o) for d, p, o in zip(decoded, preps, outs, strict=True)]
 
         second = await self._cpu(big, inputs)
-        out = await model.predict(np.stack([p.x for p, _ in second]), self.settings.request_timeout_s)
-        rows = [{k: v[i] for k, v in out.items()} for i in range(len(second))]
-        combined = [model.zoomed(o1, o2, p1, win)
-                    for o1, o2, p1, (_, win) in zip(outs, rows, preps, second, strict=True)]
-        return [p for p, _ in second], combined
+        todo = [(i, s) for i, s in enumerate(second) if s is not None]
+        preps, outs = list(preps), list(outs)
+        if todo:
+            out = await model.predict(np.stack([p.x for _, (p, _) in todo]), self.settings.request_timeout_s)
+            for row, (i, (prep, win)) in enumerate(todo):
+                outs[i] = model.zoomed(outs[i], {k: v[row] for k, v in out.items()}, preps[i], win)
+                preps[i] = prep
+        return preps, outs
 
     async def predict(
         self, name: str | None, data: bytes, answer: Answer[T], *, invert: Invert = "auto", zoom: bool = True
@@ -266,7 +270,8 @@ class DataPlane:
 
         A sequence model has one crop per transformer: all of them side by side, left to right (the overlay:
         every window, each in its own colour), or transformer ``index``'s alone; read twice (``?zoom=``,
-        ``service.zoom``), the second pass's crops and windows, as the prediction's."""
+        ``service.zoom``), the second reading's crops and windows (from the full decode, where the
+        prediction's first reading had the draft one: its window can differ by a pixel or two)."""
         model = self.get_ready(name)
         spec = model.spec
         if (size is not None or overlay) and spec.param_output not in GEOMETRIC:

@@ -23,7 +23,7 @@ import numpy as np
 from service.batching import DynamicBatcher
 from service.geometry import region_points, to_upload
 from service.metrics import Metrics
-from service.preprocess import Decoded, Invert, Prepared, decode, prepare
+from service.preprocess import Decoded, Invert, Prepared, decode, prepare, to_gray
 from service.repository import ModelSpec
 from service.runtime import ModelRuntime
 from service.sequence import Reading
@@ -87,6 +87,9 @@ class ServedModel:
         # decode and 4.3 of resize per 1600x1200 photo (bench/results/service_20261201-2235.md), for a
         # 256-px input that 2x serves as well.
         decoded = decode(data, self.max_image_pixels, None if full else (DRAFT * w, DRAFT * h))
+        if spec.zoom_fill is not None and not full:
+            # Kept for a second reading (service.zoom): its gray image only, which prepare would make anyway.
+            decoded = Decoded(to_gray(decoded.image), decoded.size, decoded.format)
         c1 = time.thread_time()
         prep = prepare(decoded, spec, invert)
         stages.decode.inc(c1 - c0)
@@ -99,14 +102,15 @@ class ServedModel:
         return zoom and self.spec.zoom_fill is not None
 
     def zoom_input(self, decoded: Decoded, prep: Prepared,
-                   out: dict[str, np.ndarray]) -> tuple[Prepared, tuple[float, float, float]]:
-        """The second pass's input: the window around the digits one image's first-pass outputs read."""
+                   out: dict[str, np.ndarray]) -> tuple[Prepared, tuple[float, float, float]] | None:
+        """The second pass's input: the window around the digits one image's first-pass outputs read (None
+        where the first reading's crops are not finite: it then answers alone)."""
         assert self.spec.zoom_fill is not None
         c0 = time.thread_time()
         win = window(out, prep, self.spec.zoom_fill)
-        second = prepare_window(decoded, self.spec, prep.inverted, win)
+        second = None if win is None else (prepare_window(decoded, self.spec, prep.inverted, win), win)
         self.metrics.stages(self.spec.name).preprocess.inc(time.thread_time() - c0)
-        return second, win
+        return second
 
     def zoomed(self, first: dict[str, np.ndarray], second: dict[str, np.ndarray], prep: Prepared,
                win: tuple[float, float, float]) -> dict[str, np.ndarray]:

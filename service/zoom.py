@@ -5,9 +5,11 @@ that fills a third of a big photo reaches it at a few pixels a stroke. With ``st
 (``ModelSpec.zoom_fill``) the v1 routes run it a second time on a square window of the upload centred on
 the digits the first pass read, the digits' extent (their crops' bounding box, the longer side) ``zoom_fill``
 of the window's side, the window no larger than the upload's longer side (past the photo's edge it is filled
-as the letterbox is, with the median of the photo's outer band). The window is cut from the decoded upload
+as the letterbox is, with the median of the photo's outer band). The window is read from the decoded upload
 (for a JPEG, the draft-mode decode at least twice the model input: windows down to half the photo are read
-at the input's full resolution) and resized to the input with the letterbox's filter.
+at the input's full resolution) with the letterbox's filter, only its part inside the photo, so its cost
+is bounded by the input's size whatever the window's. Where the first reading's crops are not finite the
+first reading answers alone.
 
 The two readings combine per image (``combine``): where the window is under ``zoom_alone_below`` of the
 upload's longer side the first pass saw the number too small to trust, and the second pass alone answers;
@@ -29,8 +31,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from service.geometry import region_points, to_upload
-from service.preprocess import Decoded, Prepared, border_median, normalise, resize_to, to_gray
+from service.geometry import region_corners, to_upload
+from service.preprocess import Decoded, Prepared, border_median, normalise, to_gray
 from service.repository import ModelSpec
 from service.sequence import Reading
 
@@ -46,12 +48,15 @@ def read_length(out: dict[str, np.ndarray]) -> int:
     return len(reading.best()[0])
 
 
-def window(out: dict[str, np.ndarray], prep: Prepared, fill: float) -> tuple[float, float, float]:
+def window(out: dict[str, np.ndarray], prep: Prepared, fill: float) -> tuple[float, float, float] | None:
     """The square window ``(cx, cy, side)`` in the upload's pixels (edge coordinates) around the digits one
-    image's first-pass outputs read (at least the first position's crop), the digits ``fill`` of its side."""
+    image's first-pass outputs read (at least the first position's crop), the digits ``fill`` of its side;
+    None where the crops are not finite (the first reading then stands alone)."""
     n = max(1, read_length(out))
     w, h = prep.size
-    corners = np.array([region_points(to_upload(t, prep.to_upload), w, h) for t in out["theta"][:n]])
+    corners = np.array([region_corners(to_upload(t, prep.to_upload), w, h) for t in out["theta"][:n]])
+    if not np.isfinite(corners).all():
+        return None
     lo, hi = corners.reshape(-1, 2).min(0), corners.reshape(-1, 2).max(0)
     side = min(float((hi - lo).max()) / fill, float(max(w, h)))
     side = max(side, 1.0)
@@ -60,21 +65,30 @@ def window(out: dict[str, np.ndarray], prep: Prepared, fill: float) -> tuple[flo
 
 def prepare_window(decoded: Decoded, spec: ModelSpec, inverted: bool,
                    win: tuple[float, float, float]) -> Prepared:
-    """The model input for the square window ``win`` ``(cx, cy, side)`` (upload pixels) of ``decoded``: cut
-    at whole pixels of the decoded image, filled past its edge with its outer band's median, resized to
-    the input; ``to_upload`` maps the input's normalised coordinates to the upload's through the window."""
+    """The model input for the square window ``win`` ``(cx, cy, side)`` (upload pixels) of ``decoded``: the
+    part of the window inside the image resized straight to its place in the input (Pillow's ``box``: only
+    that region is read, antialiased, whatever the window's size), the rest filled with the image's
+    outer-band median as the letterbox fills; ``to_upload`` maps the input's normalised coordinates to the
+    upload's through the window."""
     gray = to_gray(decoded.image)
     gw, gh = gray.size
-    kx, ky = gw / decoded.size[0], gh / decoded.size[1]  # decoded px per upload px (a JPEG draft: < 1)
+    ih, iw = spec.input_size
     cx, cy, side = win
-    s = max(1, round(side * kx))
-    x0, y0 = math.floor(cx * kx - s / 2 + 0.5), math.floor(cy * ky - s / 2 + 0.5)
-    canvas = Image.new("L", (s, s), border_median(np.asarray(gray)))
-    box = (max(0, x0), max(0, y0), min(gw, x0 + s), min(gh, y0 + s))
-    if box[0] < box[2] and box[1] < box[3]:
-        canvas.paste(gray.crop(box), (box[0] - x0, box[1] - y0))
-    arr = np.asarray(resize_to(canvas, spec.input_size), dtype=np.uint8)
-    to_up = (s / gw, (2 * x0 + s) / gw - 1.0, s / gh, (2 * y0 + s) / gh - 1.0)
+    # The window in the decoded image's pixels (a JPEG draft: fewer than the upload's), and input px per them.
+    sx, sy = side * gw / decoded.size[0], side * gh / decoded.size[1]
+    x0, y0 = cx * gw / decoded.size[0] - sx / 2, cy * gh / decoded.size[1] - sy / 2
+    fx, fy = iw / sx, ih / sy
+    canvas = Image.new("L", (iw, ih), border_median(np.asarray(gray)))
+    # The input pixels whose whole extent lies inside the image, and the image region they cover.
+    a0, a1 = max(0, math.ceil(-x0 * fx - 1e-9)), min(iw, math.floor((gw - x0) * fx + 1e-9))
+    b0, b1 = max(0, math.ceil(-y0 * fy - 1e-9)), min(ih, math.floor((gh - y0) * fy + 1e-9))
+    if a0 < a1 and b0 < b1:
+        box = (max(0.0, x0 + a0 / fx), max(0.0, y0 + b0 / fy), min(float(gw), x0 + a1 / fx),
+               min(float(gh), y0 + b1 / fy))
+        part = gray.resize((a1 - a0, b1 - b0), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+        canvas.paste(part, (a0, b0))
+    arr = np.asarray(canvas, dtype=np.uint8)
+    to_up = (sx / gw, (2 * x0 + sx) / gw - 1.0, sy / gh, (2 * y0 + sy) / gh - 1.0)
     return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_up)
 
 

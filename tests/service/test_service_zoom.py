@@ -76,25 +76,43 @@ def test_the_window_is_square_on_the_digits_read_and_no_larger_than_the_photo() 
 
 
 def test_the_window_input_is_cut_from_the_upload_and_maps_back_to_it() -> None:
-    """A dark square at (300..340, 100..140) of a 400x300 upload, decoded at half scale (a JPEG draft): the
-    window centred on it holds it at the input's centre, the paper past the upload's edge is filled with the
-    border's median, and ``to_upload`` maps the input's coordinates back onto the upload."""
+    """A dark square at (340..380, 100..140) of a 400x300 upload, decoded at half scale (a JPEG draft): the
+    window centred on it holds it at the input's centre, the window's part past the upload's right edge is
+    filled with the border's median, and ``to_upload`` maps the input's coordinates back onto the upload."""
     arr = np.full((300, 400), 200, np.uint8)
-    arr[100:140, 300:340] = 20
+    arr[100:140, 340:380] = 20
     arr[:, :5] = 190  # the border band's median stays the paper's 200
     img = Image.fromarray(arr).resize((200, 150), Image.Resampling.BILINEAR)  # the decoded (draft) image
     decoded = Decoded(img, (400, 300), "JPEG")
     s = spec(**{"stn.zoom_fill": "0.8"})
-    prep = prepare_window(decoded, s, False, (320.0, 120.0, 160.0))  # reaches 80 px past the right edge
+    prep = prepare_window(decoded, s, False, (360.0, 120.0, 160.0))  # x 280..440: 40 px past the edge
     x = prep.x[0] * 255.0  # stn.mean 0, stn.std 1
     assert x.shape == (64, 64)
     assert x[28:36, 28:36].mean() < 40  # the square, at the centre
-    assert abs(float(x[5, 5]) - 200) < 3 and abs(float(x[32, 60]) - 200) < 3  # paper, and the fill past the edge
+    assert abs(float(x[5, 5]) - 200) < 3  # paper
+    assert np.abs(x[:, 49:] - 200).max() < 1  # past the edge: the fill
     assert prep.size == (400, 300) and prep.inverted is False
     sx, bx, sy, by = prep.to_upload  # type: ignore[misc]
     # Input-normalised (0, 0) is the window's centre, (+-1, +-1) its edges, in upload-normalised coordinates.
-    assert ((bx + 1) * 200, (by + 1) * 150) == pytest.approx((320.0, 120.0), abs=2.0)
-    assert (sx * 200, sy * 150) == pytest.approx((80.0, 80.0), abs=2.0)
+    assert ((bx + 1) * 200, (by + 1) * 150) == pytest.approx((360.0, 120.0))
+    assert (sx * 200, sy * 150) == pytest.approx((80.0, 80.0))
+
+
+def test_a_window_far_larger_than_the_input_costs_an_inputs_worth() -> None:
+    """A 20,000 x 100 upload and a window its whole length: the input is made at the input's size (the
+    window's 20,000 x 20,000 pixels are never built), the band holds the image, the rest is fill."""
+    arr = np.full((100, 20_000), 30, np.uint8)
+    decoded = Decoded(Image.fromarray(arr), (20_000, 100), "PNG")
+    prep = prepare_window(decoded, spec(**{"stn.zoom_fill": "0.8"}), False, (10_000.0, 50.0, 20_000.0))
+    x = prep.x[0] * 255.0
+    assert x.shape == (64, 64)
+    assert np.allclose(x, 30)  # the image's own border median fills, so one level everywhere
+
+
+def test_crops_that_are_not_finite_give_no_window() -> None:
+    prep = Prepared(np.zeros((1, 64, 64), np.float32), False, (400, 200), (1.0, 0.0, 2.0, 0.0))
+    crops = [[[np.nan, 0, 0], [0, 0.1, 0]]] * 3
+    assert window(outputs(1, crops), prep, 0.8) is None
 
 
 def test_two_readings_add_their_log_probabilities_unless_the_second_is_alone() -> None:
@@ -199,12 +217,15 @@ def test_rectify_gives_the_second_readings_crops(number_client: TestClient, smal
 
 def test_a_batch_reads_each_file_twice(number_client: TestClient, small_numbers: list[Any]) -> None:
     """The batch route gives each file the answer the single route gives it (the windows' inputs run as one
-    batch of their own)."""
+    batch of their own), and a file that cannot be decoded still gets its own 400 only."""
     photos = small_numbers[:3]
     files = [("image", (f"{k}.jpg", ph.data, "image/jpeg")) for k, ph in enumerate(photos)]
+    files.insert(1, ("image", ("bad.jpg", b"not an image", "image/jpeg")))
     r = number_client.post(f"/v1/models/{MODEL}/predict/batch", files=files)
     assert r.status_code == 200, r.text
-    for item, photo in zip(r.json()["results"], photos, strict=True):
+    results = r.json()["results"]
+    assert [i["status"] for i in results] == [200, 400, 200, 200]
+    for item, photo in zip(results[:1] + results[2:], photos, strict=True):
         single = number_client.post(f"/v1/models/{MODEL}/predict", content=photo.data,
                                     headers={"content-type": "image/jpeg"}).json()
         assert item["status"] == 200
