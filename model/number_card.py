@@ -187,7 +187,18 @@ def recipe(opts: dict[str, Any]) -> str:
     refine = "; crops refined by a second transformer" if opts.get("refine") else ""
     ema = f"; weights averaged (EMA {opts['ema']:g})" if opts.get("ema") else ""
     bf16 = "; steps under bfloat16 autocast" if opts.get("bf16") else ""
-    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}{evidence}{refine}{ema}{bf16}"
+    reader = "; reader started from a pre-trained one (`stn-train-reader`)" if opts.get("init_reader") else ""
+    return f"learning rate {opts['lr']:g}, localisation weight {w:g}, {crops}{evidence}{refine}{ema}{bf16}{reader}"
+
+
+def reader_run(opts: dict[str, Any]) -> dict[str, Any] | None:
+    """The pre-trained reader a run started from (``init_reader``): its command and time, from its folder."""
+    if not opts.get("init_reader"):
+        return None
+    folder = Path(opts["init_reader"]).parent
+    rtrain = json.loads((folder / "train.json").read_text())
+    return {"run": str(folder), "command": rtrain["command"], "wall_time_s": round(rtrain["wall_time_s"], 1),
+            "val_true_crop_error": rtrain.get("best_val_error")}
 
 
 def loss_sentence(opts: dict[str, Any]) -> str:
@@ -273,6 +284,7 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
         "hardware": train["hardware"], "command": train["command"], "training": train["opts"],
         "model_config": cfg, "history": history, "baseline": base, "other_runs": tried, "goals": GOALS,
         "carried_from": str(carry) if carry else None, "context": context, "selection": selection, "pool": pool,
+        "reader": reader_run(train["opts"]),
         "data": {"source": "MNIST (LeCun, Cortes, Burges) and Debian's fonts",
                  "checksums_sha256": ckpt["data"]["checksums"],
                  "train": f"a pool of {pool['request']['n']:,} photos rendered once (model.number_pool, seed "
@@ -383,11 +395,17 @@ def markdown(card: dict[str, Any]) -> str:
         f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch thread"
         f"{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}, after the pool was rendered ("
         f"{card['pool']['render_s'] / 60:.1f} min)" + (f"; {card['context']}" if card.get("context") else "") + ".",
+        *([f"- The reader started from a pre-trained one (`{card['reader']['command']}`, "
+           f"{card['reader']['wall_time_s'] / 60:.1f} min on the same machine, its ten digit classes; the \"no digit\" "
+           f"row from its own initialisation; `number_train.init_reader`): "
+           f"{(card['wall_time_s'] + card['reader']['wall_time_s']) / 60:.1f} min of training in all."]
+          if card.get("reader") else []),
         "",
         "Generator (`model/number.py`, built on `model/photo.py`):", "", "```", card["generator"].rstrip(), "```", "",
         "Reproduce:", "", "```",
         f"python -m model.number_pool --n {card['pool']['request']['n']} --workers {card['pool']['workers']} "
         f"--out {tr['pool']}",
+        *([card["reader"]["command"]] if card.get("reader") else []),
         card["command"],
     ]
     if base:

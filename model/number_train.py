@@ -64,6 +64,9 @@ OPTS: dict[str, Any] = {
     "steps": 12000, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "label_smoothing": 0.05,
     "loc_weight": 1.0, "crop_length": False, "refine": False, "ema": 0.0, "bf16": False, "gt_floor": 0.0,
     "gt_jitter": 0.0, "seed": 0, "threads": 1,
+    # A pre-trained reader (``stn-train-reader``'s best.pt, ten digit classes; empty: none): the number
+    # reader starts from its weights, its "no digit" row from the layer's own initialisation.
+    "init_reader": "",
     "val_every": 500, "val_size": 1000, "eval_batch_size": 100,
     "test_size": number.TEST_NUMBERS, "pool": "runs/number_pool", "pool_size": 120_000, "pool_workers": 2,
     "out": "runs/number",
@@ -181,6 +184,24 @@ def number_losses(model: NumberSTN, x: Tensor, digits: Tensor, theta_gt: Tensor,
     return loss, parts, logits
 
 
+def init_reader(reader: nn.Module, digits: dict[str, Tensor]) -> None:
+    """Load a ten-class reader's weights (``model.photo_reader``: the same ``Classifier`` on 32 px crops) into
+    the number reader, whose last layer has one more class (``NO_DIGIT``, last): its ten digit rows are the
+    reader's, the "no digit" row keeps its initialisation."""
+    own = reader.state_dict()
+    if own.keys() != digits.keys():
+        raise ValueError(f"the reader's layers differ: {sorted(own.keys() ^ digits.keys())}")
+    merged = {}
+    for k, v in digits.items():
+        if own[k].shape == v.shape:
+            merged[k] = v
+        elif own[k].shape[0] == v.shape[0] + 1 and own[k].shape[1:] == v.shape[1:]:  # the classes' layer
+            merged[k] = torch.cat([v, own[k][NO_DIGIT:]])
+        else:
+            raise ValueError(f"{k}: {tuple(v.shape)} does not fit the number reader's {tuple(own[k].shape)}")
+    reader.load_state_dict(merged)
+
+
 class WeightEMA:
     """An exponential moving average of a model's weights and batch-norm statistics (timm's ``ModelEmaV2``),
     its decay warmed up as ``min(decay, (1 + step) / (10 + step))`` so the early average is not the
@@ -230,6 +251,11 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     # Channels-last: the CPU's pooling and batch-norm kernels are vectorised for it (a step 25 % faster here);
     # the weights, and so the checkpoint, are the same.
     model = build_model(cfg).to(memory_format=torch.channels_last)
+    if opts["init_reader"]:
+        if not isinstance(model, NumberSTN):
+            raise SystemExit("init_reader is for the number model (arch number)")
+        init_reader(model.reader, torch.load(opts["init_reader"], map_location="cpu")["state_dict"])
+        log.info("reader weights from %s", opts["init_reader"])
     ema = WeightEMA(model, float(opts["ema"])) if opts["ema"] else None
     judged = ema.module if ema else model  # what validation measures and the checkpoints hold
     t0 = time.perf_counter()

@@ -394,3 +394,29 @@ def test_a_new_number_card_carries_the_previous_cards_runs_and_says_its_recipe()
         described = markdown({**card, "model_config": {**card["model_config"], "refine": refine}})
         assert ("RefineLoc" in described) is refine and ("`coarse_theta`, `context`" in described) is refine
     assert "moving average" not in loss_sentence({}) and "first and refined" not in loss_sentence({})
+
+
+def test_init_reader_takes_a_ten_class_readers_weights_and_keeps_no_digit() -> None:
+    """``init_reader``: the pre-trained reader (``model.photo_reader``, the same ``Classifier`` with ten classes)
+    fills every layer of the number reader and its ten digit rows; the "no digit" row keeps its initialisation;
+    a reader of another shape is refused."""
+    from model.nets import Classifier, full_config
+    from model.number_train import init_reader
+
+    cfg = full_config({**SMALL, "arch": "number"})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert isinstance(model, NumberSTN)
+    no_digit = model.reader.state_dict()["head.4.weight"][NO_DIGIT].clone()
+    ten = Classifier(1, tuple(cfg.output_size), cfg.cls_channels, cfg.cls_hidden, 10, cfg.dropout)
+    init_reader(model.reader, ten.state_dict())
+    got, want = model.reader.state_dict(), ten.state_dict()
+    for k, v in want.items():
+        if k.startswith("head.4."):
+            assert torch.equal(got[k][:NO_DIGIT], v)
+        else:
+            assert torch.equal(got[k], v), k
+    assert torch.equal(got["head.4.weight"][NO_DIGIT], no_digit)
+    wider = Classifier(1, tuple(cfg.output_size), [16, 8, 8], cfg.cls_hidden, 10, cfg.dropout)
+    with pytest.raises(ValueError, match="does not fit"):
+        init_reader(model.reader, wider.state_dict())
