@@ -166,3 +166,22 @@ def test_tps_points_are_the_models_own_spline() -> None:
     pts = base_grid(6, 5, torch.float64)[:, :2].numpy()
     np.testing.assert_allclose(tps_points(q.numpy(), pts), grid, atol=1e-6)
     np.testing.assert_allclose(tps_points(fam.identity().reshape(-1, 2).numpy(), pts), pts, atol=1e-9)
+
+
+def test_a_large_tps_crop_interpolates_the_spline_within_a_fraction_of_a_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``TPS_LATTICE`` a side the spline is evaluated on a lattice and its sample points interpolated: on
+    noise (the worst case: every pixel differs from its neighbour) the crop stays within half a gray level of
+    the spline evaluated at every pixel, including a one-pixel-high crop."""
+    from service import geometry
+
+    rng = np.random.default_rng(0)
+    lin = np.linspace(-1, 1, 4)
+    cy, cx = np.meshgrid(lin, lin, indexing="ij")
+    cp = np.stack([cx.ravel(), cy.ravel()], 1) * 0.8 + rng.normal(0, 0.08, (16, 2))
+    img = (rng.random((42, 42)) * 255).astype(np.float32)
+    sizes = [(300, 300), (600, 257), (1, 700)]
+    coarse = [geometry.rectify(img, cp, hw) for hw in sizes]
+    monkeypatch.setattr(geometry, "TPS_LATTICE", 10**6)
+    for hw, c in zip(sizes, coarse, strict=True):
+        exact = geometry.rectify(img, cp, hw)
+        assert c.shape == hw and float(np.abs(c - exact).max()) < 0.5, hw
