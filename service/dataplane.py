@@ -301,9 +301,11 @@ class DataPlane:
         raw = out[spec.param_output][0]
         params = [to_upload(raw[t] if spec.is_sequence else raw, prep.to_upload) for t in picked]
         if overlay:
-            # Straight sides, or a spline's curved ones.
+            # Straight sides, or a spline's curved ones; read twice, the second reading's window too.
             borders = [border_points(p, *decoded.size) for p in params]
-            return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, borders)))
+            zw = out.get("zoom_window")
+            frame = None if zw is None else (float(zw[0, 0]), float(zw[0, 1]), float(zw[0, 2]), float(zw[0, 3]))
+            return await asyncio.to_thread(lambda: png_bytes(draw_overlay(decoded.image, borders, frame=frame)))
         assert size is not None
         w, h = size
 

@@ -262,10 +262,13 @@ def rectify_image(gray: Image.Image, params: np.ndarray, out_hw: tuple[int, int]
 OVERLAY_COLOURS = ((255, 60, 40), (60, 200, 60), (60, 140, 255), (255, 200, 0), (220, 80, 255))
 
 
-def draw_overlay(img: Image.Image, corners_px: np.ndarray | list[np.ndarray], min_side: int = 256) -> Image.Image:
+def draw_overlay(img: Image.Image, corners_px: np.ndarray | list[np.ndarray], min_side: int = 256,
+                 frame: tuple[float, float, float, float] | None = None) -> Image.Image:
     """The upload (RGB) with the region's border (its corners, or ``border_points``) drawn on it, or several
     regions' (a list), each in its own colour; small uploads are first enlarged (nearest) so that the
-    drawing stays legible. Each region's top-left output corner (its first point) is marked with a dot."""
+    drawing stays legible. Each region's top-left output corner (its first point) is marked with a dot.
+    ``frame`` (x0, y0, x1, y1), upload pixels: a rectangle drawn first, thin and white (a number's second
+    reading's window, ``service.zoom``)."""
     rgb = img.convert("RGB")
     scale = 1
     if max(rgb.size) < min_side:
@@ -274,6 +277,11 @@ def draw_overlay(img: Image.Image, corners_px: np.ndarray | list[np.ndarray], mi
     side = max(rgb.size)
     width = max(2, round(side / 160))
     draw = ImageDraw.Draw(rgb)
+    if frame is not None:
+        fx0, fy0, fx1, fy1 = (v * scale for v in frame)
+        box = [(fx0, fy0), (fx1, fy0), (fx1, fy1), (fx0, fy1), (fx0, fy0)]
+        draw.line(box, fill=(0, 0, 0), width=max(1, width // 2) + 2)
+        draw.line(box, fill=(255, 255, 255), width=max(1, width // 2))
     regions = corners_px if isinstance(corners_px, list) else [corners_px]
     for i, corners in enumerate(regions):
         pts = [(float(x) * scale, float(y) * scale) for x, y in corners]

@@ -210,9 +210,20 @@ def test_rectify_gives_the_second_readings_crops(number_client: TestClient, smal
         pngs[zoom] = np.asarray(Image.open(io.BytesIO(r.content)))
         assert pngs[zoom].shape == (32, 32)
     assert not np.array_equal(pngs["false"], pngs["true"])
-    r = number_client.post(f"/v1/models/{MODEL}/rectify?overlay=true", content=photo.data,
-                           headers={"content-type": "image/jpeg"})
-    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size[0] >= 256
+    overlays = {}
+    for zoom in ("false", "true"):
+        r = number_client.post(f"/v1/models/{MODEL}/rectify?overlay=true&zoom={zoom}", content=photo.data,
+                               headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200
+        overlays[zoom] = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+        assert overlays[zoom].shape[:2] == (photo.size[1], photo.size[0])
+    # Read twice, the overlay also frames the window in white: at the window's top edge, midway along it.
+    p = number_client.post(f"/v1/models/{MODEL}/predict", content=photo.data, headers={"content-type": "image/jpeg"})
+    x0, y0, x1, _ = p.json()["zoom_window"]
+    y, x = round(y0), round((x0 + x1) / 2)
+    assert 1 <= y < photo.size[1] - 1 and 0 <= x < photo.size[0]  # this photo's window is inside it
+    assert (overlays["true"][y - 1 : y + 2, x] >= 250).all(-1).any()
+    assert not (overlays["false"][y - 1 : y + 2, x] >= 250).all(-1).any()
 
 
 def test_a_batch_reads_each_file_twice(number_client: TestClient, small_numbers: list[Any]) -> None:
