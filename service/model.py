@@ -13,7 +13,6 @@ Nothing here knows about HTTP beyond raising the domain errors of ``service.erro
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,19 +25,11 @@ from service.metrics import Metrics
 from service.preprocess import Decoded, Invert, Prepared, decode, prepare, to_gray
 from service.repository import ModelSpec
 from service.runtime import ModelRuntime
-from service.sequence import Reading
+from service.sequence import Reading, softmax
 from service.zoom import combine, is_alone, prepare_window, window
 
 DRAFT = 2  # JPEG draft decoding: at least this many times the model input's size
 GEOMETRIC = ("theta", "homography", "control_points")  # parameter outputs that place the crop on the input
-
-
-def softmax(logits: list[float]) -> list[float]:
-    """In float64, in plain Python: for one answer's ten-odd classes, numpy's per-call overhead is most of it."""
-    m = max(logits)
-    e = [math.exp(v - m) for v in logits]
-    total = math.fsum(e)
-    return [v / total for v in e]
 
 
 @dataclass
@@ -140,8 +131,7 @@ class ServedModel:
                       out["rectified"][0])
 
     def _postprocess_sequence(self, out: dict[str, np.ndarray], prep: Prepared) -> Result:
-        digit_logits = out["digit_logits"].tolist()
-        reading = Reading(softmax(out["length_logits"].tolist()), [softmax(row[:-1]) for row in digit_logits])
+        reading = Reading.of(out["length_logits"].tolist(), out["digit_logits"].tolist())
         windows = []
         for theta in out["theta"]:  # (T, 2, 3): transformer t's window, into the upload's coordinates
             t = to_upload(theta, prep.to_upload).astype(np.float64)

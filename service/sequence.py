@@ -15,12 +15,26 @@ import math
 from dataclasses import dataclass
 
 
+def softmax(logits: list[float]) -> list[float]:
+    """In float64, in plain Python: for one answer's ten-odd classes, numpy's per-call overhead is most of it."""
+    m = max(logits)
+    e = [math.exp(v - m) for v in logits]
+    total = math.fsum(e)
+    return [v / total for v in e]
+
+
 @dataclass(frozen=True)
 class Reading:
     """The probabilities one image's outputs give."""
 
     length: list[float]  # P(n digits), n = 0..L
     digits: list[list[float]]  # per position, P(class | the position holds a digit), classes in label order
+
+    @classmethod
+    def of(cls, length_logits: list[float], digit_logits: list[list[float]]) -> Reading:
+        """From one image's ``length_logits`` and ``digit_logits`` (as lists; "no digit" the last class, left
+        out of each position's distribution)."""
+        return cls(softmax(length_logits), [softmax(row[:-1]) for row in digit_logits])
 
     def best(self) -> tuple[list[int], list[float], float]:
         """(classes, their probabilities, the number's probability) of the most probable number."""

@@ -37,15 +37,9 @@ from service.repository import ModelSpec
 from service.sequence import Reading
 
 
-def _softmax(row: np.ndarray) -> list[float]:
-    e = np.exp(row - row.max())
-    return (e / e.sum()).tolist()  # type: ignore[no-any-return]
-
-
 def read_length(out: dict[str, np.ndarray]) -> int:
     """The number of digits the answer would read from one image's outputs (``Reading.best``)."""
-    reading = Reading(_softmax(out["length_logits"]), [_softmax(r[:-1]) for r in out["digit_logits"]])
-    return len(reading.best()[0])
+    return len(Reading.of(out["length_logits"].tolist(), out["digit_logits"].tolist()).best()[0])
 
 
 def window(out: dict[str, np.ndarray], prep: Prepared, fill: float) -> tuple[float, float, float] | None:
