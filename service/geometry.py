@@ -185,24 +185,18 @@ def rectify(img: np.ndarray, params: np.ndarray, out_hw: tuple[int, int], fill: 
     return out
 
 
-# Output sides up to this evaluate a spline at every pixel; a larger crop evaluates it on a lattice of this many
-# points a side and interpolates the sample points bilinearly between them (the spline is smooth: at 4096 px a
-# side the points move by under a thousandth of a source pixel, and the crop costs about 1 s, not 11).
+# Output sides up to this evaluate a spline at every pixel; a longer side evaluates it on a lattice of this many
+# points and interpolates the sample points bilinearly between them (the spline is smooth: within 0.12 gray
+# levels of every pixel's own spline on noise; /v1/rectify?size=4096 took 2.2 s this way, 11.4 s before).
 TPS_LATTICE = 256
 
 
 def _rectify_tps(img: np.ndarray, control_points: np.ndarray, out_hw: tuple[int, int], fill: float) -> np.ndarray:
+    """The spline evaluated on a lattice of at most ``TPS_LATTICE`` points a side over the output's pixel
+    centres, its sample points interpolated bilinearly between them: every pixel's own where a side is no
+    longer than the lattice (its nodes are then the pixels themselves)."""
     h, w = out_hw
     out = np.empty((h, w), dtype=np.float32)
-    if h <= TPS_LATTICE and w <= TPS_LATTICE:
-        xs = (2.0 * np.arange(w) + 1.0) / w - 1.0
-        rows = max(1, (_MAX_POINTS_PER_CHUNK // 16) // max(1, w))  # B is (points, K + 3): smaller chunks
-        for r0 in range(0, h, rows):
-            ys = (2.0 * np.arange(r0, min(h, r0 + rows)) + 1.0) / h - 1.0
-            gx, gy = np.meshgrid(xs, ys)
-            pts = tps_points(control_points, np.stack([gx.reshape(-1), gy.reshape(-1)], 1))
-            out[r0 : r0 + len(ys)] = sample_bilinear(img, pts[:, 0], pts[:, 1], fill).reshape(len(ys), w)
-        return out
     # The lattice spans the output's pixel centres, first to last: node j sits at pixel j (n - 1) / (g - 1).
     gh, gw = max(2, min(h, TPS_LATTICE)), max(2, min(w, TPS_LATTICE))
     px, py = np.linspace(0.0, w - 1.0, gw), np.linspace(0.0, h - 1.0, gh)
