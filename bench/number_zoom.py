@@ -40,6 +40,7 @@ from model import number, number_pool
 from model.card import wilson
 from model.number_train import VAL_SEED
 from model.photo import TEST_FONT_DIRS, TRAIN_FONT_DIRS, font_files
+from service.repository import ModelSpec
 from tests.utils.server import serve_args, stn_serve
 from tests.utils.toys import BUNDLED
 
@@ -77,7 +78,16 @@ def digit_errors(read: str, truth: str) -> int:
     return sum(x != y for x, y in zip(a, b, strict=True))
 
 
-def measure(client: httpx.Client, photos: list[number.NumberPhoto]) -> dict[str, Any]:
+def zoom_alone_below(repository: Path) -> float:
+    """The model's ``stn.zoom_alone_below`` (``service.repository.parse_spec``'s default where it has none)."""
+    import onnxruntime as ort
+
+    path = repository / MODEL / "1" / "model.onnx"
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    return float(meta.get("stn.zoom_alone_below", ModelSpec.zoom_alone_below))
+
+
+def measure(client: httpx.Client, photos: list[number.NumberPhoto], alone_below: float) -> dict[str, Any]:
     texts: dict[str, list[str]] = {"once": [], "twice": []}
     seconds: dict[str, list[float]] = {"once": [], "twice": []}
     alone = 0
@@ -93,7 +103,7 @@ def measure(client: httpx.Client, photos: list[number.NumberPhoto]) -> dict[str,
             texts[mode].append(p["text"])
             if mode == "twice":
                 x0, _, x1, _ = p["zoom_window"]
-                alone += (x1 - x0) < 0.5 * max(photo.size)
+                alone += (x1 - x0) < alone_below * max(photo.size)  # as service.zoom.is_alone decides
     truth = ["".join(map(str, ph.labels)) for ph in photos]
     n_digits = sum(len(t) for t in truth)
     out: dict[str, Any] = {"n": len(photos), "digits": n_digits, "second_alone": alone}
@@ -137,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args(argv)
     data = mnist.load_mnist(None)
-    result: dict[str, Any] = {"command": _load.command_line(), "machine": machine(), "sets": {}}
+    alone_below = zoom_alone_below(a.repository)
+    result: dict[str, Any] = {"command": _load.command_line(), "machine": machine(), "zoom_alone_below": alone_below,
+                              "sets": {}}
     with tempfile.TemporaryDirectory(prefix="stn-zoom-") as tmp:
         repo = Path(tmp) / "repo"
         repo.mkdir()
@@ -150,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     photos = render(data, set_name, cond, a.n if cond == "in range" else a.n_small)
                     t1 = time.perf_counter()
-                    r = measure(c, photos)
+                    r = measure(c, photos, alone_below)
                     r["render_s"], r["measure_s"] = t1 - t0, time.perf_counter() - t1
                     result["sets"][f"{set_name}/{cond}"] = r
                     print(f"{set_name}/{cond}: once {r['once']['numbers_wrong']} twice {r['twice']['numbers_wrong']} "
@@ -159,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         "# stn_number read once or twice (`service.zoom`), through a real stn-serve", "",
         f"Command: `{result['command']}`; {result['machine']['cpu']}, one intra-op thread, requests one at a time.",
         "", "Error % (95 % Wilson interval). `fixed / broken`: numbers read wrong once and right twice, and the "
-        "other way round. `second alone`: photos whose window was under half the photo's longer side (the second "
-        "reading alone answers). Median ms: a request's wall time at the client.", "", table(result), ""])
+        f"other way round. `second alone`: photos whose window was under {alone_below:g} of the photo's longer side "
+        "(the second reading alone answers). Median ms: a request's wall time at the client.", "", table(result), ""])
     print(md)
     if not a.no_write:
         print(_load.write_results(RESULTS, "number_zoom", md, result))
