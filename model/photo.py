@@ -503,7 +503,9 @@ def photo_input(data: bytes, side: int) -> tuple[np.ndarray, tuple[float, float,
     w, h = src.size
     if src.getexif().get(0x0112, 1) in (5, 6, 7, 8):
         w, h = h, w
-    src.draft("L", (2 * side, 2 * side))  # as the service decodes (service.model.DRAFT)
+    # As the service decodes (service.model.DRAFT). Training's frames (<= 448 px) never decode at a reduced
+    # scale; the service also reads a reduced decode over the photo's own extent (service.preprocess.Decoded).
+    src.draft("L", (2 * side, 2 * side))
     img = ImageOps.exif_transpose(src) or src
     gray = img.convert("L")
     full = (w, h)

@@ -14,7 +14,7 @@ Nothing here knows about HTTP beyond raising the domain errors of ``service.erro
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,7 @@ class ServedModel:
         decoded = decode(data, self.max_image_pixels, None if full else (DRAFT * w, DRAFT * h))
         if spec.zoom_fill is not None and not full:
             # Kept for a second reading (service.zoom): its gray image only, which prepare would make anyway.
-            decoded = Decoded(to_gray(decoded.image), decoded.size, decoded.format)
+            decoded = replace(decoded, image=to_gray(decoded.image))
         c1 = time.thread_time()
         prep = prepare(decoded, spec, invert)
         stages.decode.inc(c1 - c0)

@@ -90,12 +90,40 @@ def check_content_type(content_type: str | None) -> None:
 
 @dataclass
 class Decoded:
-    """A decoded upload: ``image`` oriented upright; ``size`` the upload's full (W, H) after orientation
-    (``image`` may be smaller when decoded in JPEG draft mode, with the same extent)."""
+    """A decoded upload: ``image`` oriented upright; ``size`` the upload's full (W, H) after orientation.
+
+    ``image`` may be smaller, decoded in JPEG draft mode at 1/s of the upload's size; its pixels then span
+    ``ceil(W / s)`` x ``ceil(H / s)``, so its last column and row reach past the upload's edge by a fraction
+    of a pixel. ``extent`` (x0, y0, x1, y1) is the upload's own extent in ``image`` pixels (e.g. (0, 0,
+    250.25, 249.75) for a 1001 x 999 JPEG at 1/4); None: the whole image. Whatever resamples ``image`` in
+    the upload's coordinates reads that box (``extent_of``)."""
 
     image: Image.Image
     size: tuple[int, int]
     format: str
+    extent: tuple[float, float, float, float] | None = None
+
+
+def extent_of(decoded: Decoded) -> tuple[float, float, float, float]:
+    """The upload's extent (x0, y0, x1, y1) in ``decoded.image``'s pixels."""
+    return decoded.extent or (0.0, 0.0, float(decoded.image.width), float(decoded.image.height))
+
+
+def _oriented_box(box: tuple[float, float, float, float], size: tuple[int, int],
+                  orientation: int) -> tuple[float, float, float, float]:
+    """``box`` (x0, y0, x1, y1) in an image of ``size`` (W, H) as stored, in the image turned upright by
+    EXIF ``orientation`` (what ``ImageOps.exif_transpose`` does to its pixels)."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    return {
+        2: (w - x1, y0, w - x0, y1),  # mirrored left-right
+        3: (w - x1, h - y1, w - x0, h - y0),  # turned 180
+        4: (x0, h - y1, x1, h - y0),  # mirrored top-bottom
+        5: (y0, x0, y1, x1),  # transposed
+        6: (h - y1, x0, h - y0, x1),  # turned 90 clockwise
+        7: (h - y1, w - x1, h - y0, w - x0),  # transversed
+        8: (y0, w - x1, y1, w - x0),  # turned 90 anticlockwise
+    }.get(orientation, box)
 
 
 def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Decoded:
@@ -119,8 +147,12 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         if orientation in _SWAPPING_ORIENTATIONS:
             w, h = h, w
+        extent = None
         if draft is not None and img.format in ("JPEG", "MPO"):
-            img.draft("L", draft)
+            drafted = img.draft("L", draft)  # (mode, the upload's extent in the decoded pixels)
+            if drafted is not None and drafted[1] != (0, 0, *img.size):
+                bx0, by0, bx1, by1 = (float(v) for v in drafted[1])
+                extent = _oriented_box((bx0, by0, bx1, by1), img.size, orientation)
         img.load()
         if orientation != 1:
             img = ImageOps.exif_transpose(img) or img
@@ -140,7 +172,7 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
         raise InvalidInput(f"image could not be decoded (truncated or corrupt): {exc}") from exc
     if w < 1 or h < 1:
         raise InvalidInput(f"image has no pixels ({w}x{h})")
-    return Decoded(img, (w, h), str(img.format or ""))
+    return Decoded(img, (w, h), str(img.format or ""), extent)
 
 
 def _plain_mode(img: Image.Image) -> Image.Image:
@@ -242,14 +274,21 @@ def border_median(arr: np.ndarray) -> int:
     return int(np.median(band))
 
 
-def letterbox(gray: Image.Image, side: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """``gray`` fitted into a ``side`` square with its aspect ratio kept, centred, the rest filled with its
-    border median; returns the square and ``(nw, nh, ox, oy)``, the fitted size and offset in input pixels."""
-    w, h = gray.size
+def letterbox(gray: Image.Image, side: int, extent: tuple[float, float, float, float] | None = None,
+              ) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """``gray`` (its part ``extent``, x0, y0, x1, y1 in its pixels, where given: ``Decoded.extent``) fitted
+    into a ``side`` square with its aspect ratio kept, centred, the rest filled with its border median;
+    returns the square and ``(nw, nh, ox, oy)``, the fitted size and offset in input pixels."""
+    if extent is None:
+        extent = (0.0, 0.0, float(gray.width), float(gray.height))
+    w, h = extent[2] - extent[0], extent[3] - extent[1]
     scale = side / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     fill = border_median(np.asarray(gray))
-    small = resize_to(gray, (nh, nw))
+    if extent == (0.0, 0.0, float(gray.width), float(gray.height)):
+        small = resize_to(gray, (nh, nw))
+    else:
+        small = gray.resize((nw, nh), Image.Resampling.BILINEAR, box=extent, reducing_gap=3.0)
     ox, oy = (side - nw) // 2, (side - nh) // 2
     out = Image.new("L", (side, side), fill)
     out.paste(small, (ox, oy))
@@ -261,7 +300,7 @@ def prepare(decoded: Decoded, spec: ModelSpec, invert: Invert = "auto") -> Prepa
     to_upload = None
     if spec.resize == "letterbox":
         side = spec.input_size[0]
-        small, (nw, nh, ox, oy) = letterbox(gray, side)
+        small, (nw, nh, ox, oy) = letterbox(gray, side, decoded.extent)
         # Input px = fitted content px + offset, and the content spans the upload's whole extent.
         to_upload = (side / nw, (side - 2 * ox) / nw - 1.0, side / nh, (side - 2 * oy) / nh - 1.0)
     else:

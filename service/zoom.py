@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from service.geometry import region_corners, to_upload
-from service.preprocess import Decoded, Prepared, border_median, normalise, to_gray
+from service.preprocess import Decoded, Prepared, border_median, extent_of, normalise, to_gray
 from service.repository import ModelSpec
 from service.sequence import Reading
 
@@ -65,24 +65,26 @@ def prepare_window(decoded: Decoded, spec: ModelSpec, inverted: bool,
     outer-band median as the letterbox fills; ``to_upload`` maps the input's normalised coordinates to the
     upload's through the window."""
     gray = to_gray(decoded.image)
-    gw, gh = gray.size
+    ex0, ey0, ex1, ey1 = extent_of(decoded)  # the upload in the decoded image's pixels (Decoded.extent)
+    kx, ky = (ex1 - ex0) / decoded.size[0], (ey1 - ey0) / decoded.size[1]  # decoded px per upload px
     ih, iw = spec.input_size
     cx, cy, side = win
     # The window in the decoded image's pixels (a JPEG draft: fewer than the upload's), and input px per them.
-    sx, sy = side * gw / decoded.size[0], side * gh / decoded.size[1]
-    x0, y0 = cx * gw / decoded.size[0] - sx / 2, cy * gh / decoded.size[1] - sy / 2
+    sx, sy = side * kx, side * ky
+    x0, y0 = ex0 + cx * kx - sx / 2, ey0 + cy * ky - sy / 2
     fx, fy = iw / sx, ih / sy
     canvas = Image.new("L", (iw, ih), border_median(np.asarray(gray)))
-    # The input pixels whose whole extent lies inside the image, and the image region they cover.
-    a0, a1 = max(0, math.ceil(-x0 * fx - 1e-9)), min(iw, math.floor((gw - x0) * fx + 1e-9))
-    b0, b1 = max(0, math.ceil(-y0 * fy - 1e-9)), min(ih, math.floor((gh - y0) * fy + 1e-9))
+    # The input pixels whose whole extent lies inside the upload, and the image region they cover.
+    a0, a1 = max(0, math.ceil((ex0 - x0) * fx - 1e-9)), min(iw, math.floor((ex1 - x0) * fx + 1e-9))
+    b0, b1 = max(0, math.ceil((ey0 - y0) * fy - 1e-9)), min(ih, math.floor((ey1 - y0) * fy + 1e-9))
     if a0 < a1 and b0 < b1:
-        box = (max(0.0, x0 + a0 / fx), max(0.0, y0 + b0 / fy), min(float(gw), x0 + a1 / fx),
-               min(float(gh), y0 + b1 / fy))
+        box = (max(ex0, x0 + a0 / fx), max(ey0, y0 + b0 / fy), min(ex1, x0 + a1 / fx), min(ey1, y0 + b1 / fy))
         part = gray.resize((a1 - a0, b1 - b0), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
         canvas.paste(part, (a0, b0))
     arr = np.asarray(canvas, dtype=np.uint8)
-    to_up = (sx / gw, (2 * x0 + sx) / gw - 1.0, sy / gh, (2 * y0 + sy) / gh - 1.0)
+    # The window in the upload's normalised coordinates, whatever the decode.
+    w, h = decoded.size
+    to_up = (side / w, 2 * cx / w - 1.0, side / h, 2 * cy / h - 1.0)
     return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_up)
 
 

@@ -213,3 +213,47 @@ def test_real_stn_serve_reads_rendered_photos(photos: list, tmp_path: Path) -> N
         assert r.status_code == 200, r.text
         assert r.json()["image_size"] == list(photos[1].size)
     assert right >= len(photos[::3]) - 1, f"{right} of {len(photos[::3])} read"
+
+
+def _blobs(w: int, h: int, centres: list[tuple[float, float]], sigma: float = 25.0) -> Image.Image:
+    """Paper (200) with a dark Gaussian blob at each of ``centres`` (pixel-edge coordinates)."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    ink = sum(np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2)) for cx, cy in centres)
+    return Image.fromarray(np.clip(200 - 180 * ink, 0, 255).astype(np.uint8))
+
+
+def _centroid(x: np.ndarray) -> tuple[float, float]:
+    """The ink's centroid in pixel-edge coordinates of an input in [0, 1] (paper at 200/255)."""
+    wgt = np.clip(0.75 - x, 0, None)
+    ys, xs = np.mgrid[0 : x.shape[0], 0 : x.shape[1]] + 0.5
+    return float((wgt * xs).sum() / wgt.sum()), float((wgt * ys).sum() / wgt.sum())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpeg_draft_is_read_over_the_photo_s_own_extent(orientation: int) -> None:
+    """A 4001x3001 JPEG decoded at 1/4 is 1001x751 pixels, whose last column and row reach 0.75 of a pixel
+    past the photo (3 upload px); turned upright by its EXIF tag, that overhang moves to other sides. The
+    service reads the photo's own extent (``Decoded.extent``): a window on a blob at either far corner holds
+    it at the window's centre (off by 3 of 240 upload px, 3.2 input px, were the overhang read as photo),
+    and the letterboxed input matches the full decode's."""
+    from service.zoom import prepare_window
+
+    centres = [(3880.0, 2890.0), (120.0, 110.0)]
+    upright = _blobs(4001, 3001, centres)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    body = jpeg(upright if orientation == 1 else _inverse(upright, orientation), exif=exif.tobytes())
+    draft = decode(body, 10**8, (DRAFT * 256, DRAFT * 256))
+    full = decode(body, 10**8)
+    assert draft.size == full.size == (4001, 3001) and draft.image.size == (1001, 751)
+    assert full.extent is None and draft.extent is not None
+    x0, y0, x1, y1 = draft.extent
+    assert (x1 - x0, y1 - y0) == pytest.approx((1000.25, 750.25))
+    for cx, cy in centres:
+        for decoded in (draft, full):
+            got = _centroid(prepare_window(decoded, SPEC, False, (cx, cy, 240.0)).x[0])
+            assert got == pytest.approx((128.0, 128.0), abs=0.4), (decoded.extent, cx, cy)
+    # Letterboxed, each blob where the full decode puts it (0.19 input px off at the overhang's sides).
+    a, b = prepare(draft, SPEC).x[0], prepare(full, SPEC).x[0]
+    for half in (np.s_[:, :128], np.s_[:, 128:]):
+        assert _centroid(a[half]) == pytest.approx(_centroid(b[half]), abs=0.05)
