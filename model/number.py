@@ -7,6 +7,7 @@ Parameters (uniform unless said otherwise):
 ==================  ===============================================================================
 frame               aspect ratio W:H from {4:3, 3:4, 16:9, 9:16, 1:1}; longer side 256-448 px
 surface             plain paper 0.55, ruled 0.20, squared 0.13, board (chalk, light on dark) 0.12
+                    (``SURFACES``; a training pool may draw another mix: ``model.number_pool``)
 number              1-5 digits, each length equally likely; handwritten (each digit its own MNIST
                     digit) with probability 0.7, else printed, the whole number in one font
 line                the ink row's width 35-85 % of the frame's width before the line is turned
@@ -62,6 +63,8 @@ LINE_WIDTH = (0.35, 0.85)  # the ink row's width, share of the frame's width
 LONG_SIDE = (256, 448)  # the frame's longer side, px
 MAX_LINE_ANGLE = math.radians(15)
 MAX_DIGIT_ANGLE = math.radians(8)
+SURFACE_KINDS = ("plain", "ruled", "squared", "board")
+SURFACES = (0.55, 0.20, 0.13, 0.12)  # each surface's probability, in SURFACE_KINDS' order
 
 
 @dataclass
@@ -87,15 +90,20 @@ class NumberGenerator:
     """Renders photos of numbers from ``images`` (N, 28, 28) uint8 with ``labels``, and ``fonts``."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, fonts: list[str],
-                 line_width: tuple[float, float] = LINE_WIDTH, long_side: tuple[int, int] = LONG_SIDE) -> None:
+                 line_width: tuple[float, float] = LINE_WIDTH, long_side: tuple[int, int] = LONG_SIDE,
+                 surfaces: Sequence[float] = SURFACES) -> None:
         """``line_width``: the ink row's width as a share of the frame's width; ``long_side``: the frame's
-        longer side, px (both uniform; training's are the defaults)."""
+        longer side, px (both uniform; training's are the defaults); ``surfaces``: the probabilities of
+        plain, ruled, squared paper and a board (``SURFACE_KINDS``)."""
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"images must be (N, 28, 28), got {images.shape}")
         if not fonts:
             raise ValueError("printed numbers need fonts")
         if not 0 < line_width[0] <= line_width[1] <= 1 or not 16 <= long_side[0] <= long_side[1]:
             raise ValueError(f"line_width must be within (0, 1] and long_side >= 16, got {line_width}, {long_side}")
+        if len(surfaces) != len(SURFACE_KINDS) or min(surfaces) < 0 or not math.isclose(sum(surfaces), 1.0):
+            raise ValueError(f"surfaces must be {len(SURFACE_KINDS)} probabilities summing to 1, got {surfaces}")
+        self.surfaces = tuple(float(q) for q in surfaces)
         self.images, self.labels, self.fonts = images, labels, fonts
         self.line_width, self.long_side = line_width, long_side
 
@@ -111,7 +119,7 @@ class NumberGenerator:
 
     def _render(self, rng: np.random.Generator, n: int) -> NumberPhoto | None:
         p: dict[str, Any] = {"n_digits": n}
-        kind = str(rng.choice(["plain", "ruled", "squared", "board"], p=[0.55, 0.20, 0.13, 0.12]))
+        kind = str(rng.choice(SURFACE_KINDS, p=self.surfaces))
         long_side = int(rng.integers(self.long_side[0], self.long_side[1] + 1))
         w, h = frame_size(long_side, ASPECTS[int(rng.integers(len(ASPECTS)))])
         p.update(surface=kind, frame=(w, h))
@@ -247,13 +255,15 @@ def example(gen: NumberGenerator, rng: np.random.Generator, side: int, n_digits:
 
 
 def fixed_set(images: np.ndarray, labels: np.ndarray, fonts: list[str], seed: int | Sequence[int], n: int,
-              side: int, params: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              side: int, params: list[dict[str, Any]] | None = None,
+              surfaces: Sequence[float] = SURFACES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` number photos drawn once, lengths 1-5 in turn.
 
     Returns inputs (n, side, side) uint8, digits (n, 5) int64 (``NO_DIGIT`` = 10 past each number's end)
     and target thetas (n, 5, 2, 3) float32 (zero past the end); each photo's generator parameters (surface,
-    printed font or None, ...) are appended to ``params`` where one is given."""
-    gen = NumberGenerator(images, labels, fonts)
+    printed font or None, ...) are appended to ``params`` where one is given; ``surfaces`` as
+    ``NumberGenerator``'s."""
+    gen = NumberGenerator(images, labels, fonts, surfaces=surfaces)
     rng = np.random.default_rng(seed)
     xs = np.empty((n, side, side), np.uint8)
     ys = np.full((n, MAX_DIGITS), NO_DIGIT, np.int64)

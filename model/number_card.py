@@ -68,6 +68,22 @@ def measure(run: Path, test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple
     return model, ckpt, ev, pred, theta
 
 
+def surface_mix(pool: dict[str, Any]) -> str:
+    """The pool's mix of surfaces where it is not the generator's (``number_pool --surfaces``), else ''."""
+    mix = pool["request"].get("surfaces")
+    if mix is None:
+        return ""
+    share = ", ".join(f"{kind} {q:g}" for kind, q in zip(number.SURFACE_KINDS, mix, strict=True))
+    own = ", ".join(f"{q:g}" for q in number.SURFACES)
+    return f", its surfaces {share} (the generator's, as in validation and the held-out set: {own})"
+
+
+def pool_surfaces_flag(pool: dict[str, Any]) -> str:
+    """``--surfaces ...`` followed by a space where the pool's mix is not the generator's, else ''."""
+    mix = pool["request"].get("surfaces")
+    return "" if mix is None else "--surfaces " + " ".join(f"{q:g}" for q in mix) + " "
+
+
 def montage_training(path: Path, pool: Path, n: int = 16) -> None:
     """Training photos from the pool as the model sees them, each digit's target crop drawn."""
     from PIL import Image, ImageDraw
@@ -290,7 +306,7 @@ def write(run: Path, baseline: Path | None, name: str | None = None,
                  "train": f"a pool of {pool['request']['n']:,} photos rendered once (model.number_pool, seed "
                           f"{pool['request']['seed']}, {pool['render_s'] / 60:.1f} min on {pool['workers']} "
                           f"process{'es' if pool['workers'] > 1 else ''}) from MNIST-train digits 0-54,999 and the "
-                          f"training fonts; {steps:,} steps "
+                          f"training fonts{surface_mix(pool)}; {steps:,} steps "
                           f"of {batch} draw each photo {steps * batch / pool['request']['n']:.1f} times on average",
                  "validation": f"{train['opts']['val_size']:,} photos of MNIST-train digits 55,000-59,999 and the "
                                f"training fonts, drawn once (seed {VAL_SEED}; model selection)"},
@@ -404,7 +420,7 @@ def markdown(card: dict[str, Any]) -> str:
         "Generator (`model/number.py`, built on `model/photo.py`):", "", "```", card["generator"].rstrip(), "```", "",
         "Reproduce:", "", "```",
         f"python -m model.number_pool --n {card['pool']['request']['n']} --workers {card['pool']['workers']} "
-        f"--out {tr['pool']}",
+        f"{pool_surfaces_flag(card['pool'])}--out {tr['pool']}",
         *([card["reader"]["command"]] if card.get("reader") else []),
         card["command"],
     ]

@@ -69,6 +69,9 @@ OPTS: dict[str, Any] = {
     "init_reader": "",
     "val_every": 500, "val_size": 1000, "eval_batch_size": 100,
     "test_size": number.TEST_NUMBERS, "pool": "runs/number_pool", "pool_size": 120_000, "pool_workers": 2,
+    # The pool's mix of plain, ruled, squared paper and board (the generator's, number.SURFACES, unless a
+    # config gives another); validation and the held-out set keep the generator's mix.
+    "pool_surfaces": list(number.SURFACES),
     "out": "runs/number",
 }
 ARCHS = ("number", "numbercnn")
@@ -244,7 +247,8 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     side = int(opts["input_size"])
     pool_dir = Path(opts["pool"])
-    pool_meta = number_pool.build(pool_dir, int(opts["pool_size"]), side, 0, int(opts["pool_workers"]))
+    pool_meta = number_pool.build(pool_dir, int(opts["pool_size"]), side, 0, int(opts["pool_workers"]),
+                                  tuple(opts["pool_surfaces"]))
     px, pd, pt = number_pool.load(pool_dir)
     data = mnist.load_mnist(None)
     cfg = model_config(opts)

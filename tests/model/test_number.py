@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.number import LINE_WIDTH, MAX_LINE_ANGLE, NumberGenerator, example
+from model.number import LINE_WIDTH, MAX_LINE_ANGLE, SURFACE_KINDS, SURFACES, NumberGenerator, example
 from model.photo import TRAIN_FONT_DIRS, font_files
 
 
@@ -71,3 +71,23 @@ def test_the_line_width_and_the_frame_can_be_asked_for(mnist: dict[str, Any]) ->
         assert photo.params["line_width_share"] <= 0.35 + 1e-9
     with pytest.raises(ValueError, match="line_width must be within"):
         NumberGenerator(mnist["train_images"][:10], mnist["train_labels"][:10], fonts, line_width=(0.5, 1.2))
+
+
+def test_the_mix_of_surfaces_can_be_asked_for(mnist: dict[str, Any]) -> None:
+    """A training pool may draw more ruled and squared paper (``number_pool --surfaces``): a mix of squared
+    paper only gives squared paper only, an even mix every kind, the default is ``SURFACES``, and a mix that
+    is not four probabilities summing to 1 is refused."""
+    fonts = font_files(TRAIN_FONT_DIRS)
+    if not fonts:
+        pytest.skip("the training fonts are not installed (tests/setup_system.sh)")
+    images, labels = mnist["train_images"][:500], mnist["train_labels"][:500]
+    assert math.isclose(sum(SURFACES), 1.0) and len(SURFACES) == len(SURFACE_KINDS)
+    rng = np.random.default_rng(3)
+    squared = NumberGenerator(images, labels, fonts, surfaces=(0.0, 0.0, 1.0, 0.0))
+    assert {squared.render(rng, 1).params["surface"] for _ in range(6)} == {"squared"}
+    assert NumberGenerator(images, labels, fonts).surfaces == SURFACES
+    even = NumberGenerator(images, labels, fonts, surfaces=(0.25, 0.25, 0.25, 0.25))
+    assert {even.render(rng, 1).params["surface"] for _ in range(40)} == set(SURFACE_KINDS)
+    for bad in [(0.5, 0.5, 0.5, 0.0), (1.0, 0.0, 0.0), (1.2, -0.2, 0.0, 0.0)]:
+        with pytest.raises(ValueError, match="surfaces must be 4 probabilities"):
+            NumberGenerator(images, labels, fonts, surfaces=bad)
