@@ -47,7 +47,9 @@ EXIF                (condition ``exif`` only) the pixels stored rotated or mirro
 ==================  ===============================================================================
 
 Fonts (Debian packages, installed by ``tests/setup_system.sh``): training uses fonts-dejavu-core,
-fonts-liberation2 and fonts-freefont-ttf (``TRAIN_FONT_DIRS``); fonts-urw-base35 is held out for testing.
+fonts-dejavu-extra, fonts-liberation2 and fonts-freefont-ttf (``TRAIN_FONT_DIRS``: 44 files, ``TRAIN_FONTS``;
+the two DejaVu packages share a folder, so a machine without the extra one has 30 and renders other photos
+from the same seeds); fonts-urw-base35 is held out for testing.
 
 Geometry convention: photo pixel-edge coordinates (x right, y down). A digit at centre ``c``, rotated by
 ``angle`` (radians, positive turns +x towards +y) maps its own upright coordinates ``u`` to ``c + R u``.
@@ -82,6 +84,7 @@ MIN_INK_PX = 12  # the smallest ink height drawn, in photo pixels
 CROP_PER_INK = 28 / 20  # crop side / longer ink side: MNIST's 20-px digit in its 28-px frame
 TRAIN_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation2",
                    "/usr/share/fonts/truetype/freefont")
+TRAIN_FONTS = 44  # files in TRAIN_FONT_DIRS (less _SKIP_FONTS) with the four packages installed
 TEST_FONT_DIRS = ("/usr/share/fonts/opentype/urw-base35",)
 _SKIP_FONTS = ("Symbol", "Dingbat", "D050000L", "Z003", "Math", "ExtraLight")
 

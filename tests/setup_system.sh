@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond .venv, from Debian:
 # - chromium, for the demo-page browser test;
-# - the fonts of the photo generator (model/photo.py): fonts-dejavu-core, fonts-liberation2 and
-#   fonts-freefont-ttf for training, fonts-urw-base35 held out for the test photos;
+# - the fonts of the photo generator (model/photo.py): fonts-dejavu-core, fonts-dejavu-extra (the same
+#   folder: without it the training fonts are 30 files, not 44, and every rendered set differs),
+#   fonts-liberation2 and fonts-freefont-ttf for training, fonts-urw-base35 held out for the test photos;
 # - wrk, the HTTP load generator of bench/bench_service.py (benchmarks only).
 # Idempotent: installs only what is missing; never fails the test run when apt is unavailable (the tests
 # that need a missing package then skip with their reason).
 set -u
 
-PACKAGES="chromium fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 wrk"
+PACKAGES="chromium fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 wrk"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

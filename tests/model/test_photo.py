@@ -19,6 +19,7 @@ from model.photo import (
     MAX_ANGLE,
     TEST_FONT_DIRS,
     TRAIN_FONT_DIRS,
+    TRAIN_FONTS,
     PhotoGenerator,
     crop_theta,
     font_files,
@@ -31,8 +32,8 @@ from model.photo_net import PhotoSTN, standardise
 def gen(mnist) -> PhotoGenerator:
     fonts = font_files(TRAIN_FONT_DIRS)
     if not fonts:
-        pytest.skip("no training fonts (fonts-dejavu-core, fonts-liberation2, fonts-freefont-ttf): "
-                    "run tests/setup_system.sh")
+        pytest.skip("no training fonts (fonts-dejavu-core, fonts-dejavu-extra, fonts-liberation2, "
+                    "fonts-freefont-ttf): run tests/setup_system.sh")
     return PhotoGenerator(mnist["train_images"][:2000], mnist["train_labels"][:2000], fonts)
 
 
@@ -51,6 +52,10 @@ def test_fonts_split_train_and_test() -> None:
     if not train or not test:
         pytest.skip("fonts missing: run tests/setup_system.sh")
     assert not {f.rsplit("/", 1)[1] for f in train} & {f.rsplit("/", 1)[1] for f in test}
+    # All four training packages: without fonts-dejavu-extra (which shares DejaVu's folder) the generator
+    # would draw from 30 fonts and render other photos from the same seeds, pools and validation sets included.
+    assert len(train) == TRAIN_FONTS, f"{len(train)} training fonts, not {TRAIN_FONTS}: run tests/setup_system.sh"
+    assert any("DejaVuSansCondensed" in f for f in train)
 
 
 def test_training_parameters_stay_in_their_ranges(gen: PhotoGenerator) -> None:
