@@ -57,8 +57,12 @@ def build(out: Path, n: int, side: int = 256, seed: int = 0, workers: int = 2,
     if surfaces != SURFACES:  # the generator's own mix: the request as pools rendered before the option
         request["surfaces"] = list(surfaces)
     meta_file = out / "meta.json"
-    if meta_file.exists() and json.loads(meta_file.read_text()).get("request") == request:
-        return json.loads(meta_file.read_text())
+    fonts = len(font_files(TRAIN_FONT_DIRS))
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        # A pool rendered from another set of training fonts (model.photo.TRAIN_FONTS) is rendered again.
+        if meta.get("request") == request and meta.get("fonts", fonts) == fonts:
+            return meta
     if n % CHUNK:
         raise ValueError(f"n must be a multiple of {CHUNK}")
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +78,7 @@ def build(out: Path, n: int, side: int = 256, seed: int = 0, workers: int = 2,
                 print(f"{done * CHUNK} photos, {time.perf_counter() - t0:.0f}s", flush=True)
     x.flush(), d.flush(), t.flush()
     meta = {"request": request, "render_s": time.perf_counter() - t0, "workers": workers,
-            "source": "MNIST-train 0-54,999, training fonts", "surfaces": list(surfaces)}
+            "source": "MNIST-train 0-54,999, training fonts", "surfaces": list(surfaces), "fonts": fonts}
     meta_file.write_text(json.dumps(meta, indent=1))
     return meta
 

@@ -3,6 +3,7 @@ line's geometry within the documented ranges."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -91,3 +92,25 @@ def test_the_mix_of_surfaces_can_be_asked_for(mnist: dict[str, Any]) -> None:
     for bad in [(0.5, 0.5, 0.5, 0.0), (1.0, 0.0, 0.0), (1.2, -0.2, 0.0, 0.0)]:
         with pytest.raises(ValueError, match="surfaces must be 4 probabilities"):
             NumberGenerator(images, labels, fonts, surfaces=bad)
+
+
+def test_a_pool_is_rendered_once_per_request_and_font_set(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                           mnist: dict[str, Any]) -> None:
+    """``number_pool.build`` reuses a pool whose meta records the same request and training fonts, and renders
+    it again where the fonts differ (a machine without one of the font packages); the request names the mix
+    of surfaces only where it is not the generator's, so pools rendered before the option stay valid."""
+    from model import number_pool
+
+    fonts = font_files(TRAIN_FONT_DIRS)
+    if not fonts:
+        pytest.skip("the training fonts are not installed (tests/setup_system.sh)")
+    monkeypatch.setattr(number_pool, "CHUNK", 2)
+    meta = number_pool.build(tmp_path / "a", 4, side=64, workers=1)
+    assert "surfaces" not in meta["request"] and meta["fonts"] == len(fonts)
+    x, d, t = number_pool.load(tmp_path / "a")
+    assert x.shape == (4, 64, 64) and d.shape == (4, 5) and t.shape == (4, 5, 2, 3)
+    assert number_pool.build(tmp_path / "a", 4, side=64, workers=1)["render_s"] == meta["render_s"]  # reused
+    (tmp_path / "a" / "meta.json").write_text(json.dumps({**meta, "fonts": len(fonts) - 1}))
+    assert number_pool.build(tmp_path / "a", 4, side=64, workers=1)["fonts"] == len(fonts)  # rendered again
+    mixed = number_pool.build(tmp_path / "b", 4, side=64, workers=1, surfaces=(0.0, 0.0, 1.0, 0.0))
+    assert mixed["request"]["surfaces"] == [0.0, 0.0, 1.0, 0.0]
