@@ -209,11 +209,16 @@ def to_gray(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def resize_to(img: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
+def resize_to(img: Image.Image, size_hw: tuple[int, int],
+              box: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """``img`` (its part ``box``, x0, y0, x1, y1 in its pixels, where given: ``Decoded.extent``) resized to
+    ``size_hw`` (H, W)."""
     h, w = size_hw
-    if img.size == (w, h):
-        return img
-    return img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if box is None or box == (0.0, 0.0, float(img.width), float(img.height)):
+        if img.size == (w, h):
+            return img
+        return img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return img.resize((w, h), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
 
 
 def border_band(h: int, w: int) -> int:
@@ -285,10 +290,7 @@ def letterbox(gray: Image.Image, side: int, extent: tuple[float, float, float, f
     scale = side / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     fill = border_median(np.asarray(gray))
-    if extent == (0.0, 0.0, float(gray.width), float(gray.height)):
-        small = resize_to(gray, (nh, nw))
-    else:
-        small = gray.resize((nw, nh), Image.Resampling.BILINEAR, box=extent, reducing_gap=3.0)
+    small = resize_to(gray, (nh, nw), extent)
     ox, oy = (side - nw) // 2, (side - nh) // 2
     out = Image.new("L", (side, side), fill)
     out.paste(small, (ox, oy))
@@ -304,7 +306,7 @@ def prepare(decoded: Decoded, spec: ModelSpec, invert: Invert = "auto") -> Prepa
         # Input px = fitted content px + offset, and the content spans the upload's whole extent.
         to_upload = (side / nw, (side - 2 * ox) / nw - 1.0, side / nh, (side - 2 * oy) / nh - 1.0)
     else:
-        small = resize_to(gray, spec.input_size)
+        small = resize_to(gray, spec.input_size, decoded.extent)
     arr = np.asarray(small, dtype=np.uint8)
     inverted = decide_invert(arr, spec.polarity, invert)
     return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_upload)

@@ -235,7 +235,7 @@ def test_a_jpeg_draft_is_read_over_the_photo_s_own_extent(orientation: int) -> N
     past the photo (3 upload px); turned upright by its EXIF tag, that overhang moves to other sides. The
     service reads the photo's own extent (``Decoded.extent``): a window on a blob at either far corner holds
     it at the window's centre (off by 3 of 240 upload px, 3.2 input px, were the overhang read as photo),
-    and the letterboxed input matches the full decode's."""
+    and the letterboxed and the stretched inputs match the full decode's."""
     from service.zoom import prepare_window
 
     centres = [(3880.0, 2890.0), (120.0, 110.0)]
@@ -251,9 +251,12 @@ def test_a_jpeg_draft_is_read_over_the_photo_s_own_extent(orientation: int) -> N
     assert (x1 - x0, y1 - y0) == pytest.approx((1000.25, 750.25))
     for cx, cy in centres:
         for decoded in (draft, full):
-            got = _centroid(prepare_window(decoded, SPEC, False, (cx, cy, 240.0)).x[0])
-            assert got == pytest.approx((128.0, 128.0), abs=0.4), (decoded.extent, cx, cy)
-    # Letterboxed, each blob where the full decode puts it (0.19 input px off at the overhang's sides).
-    a, b = prepare(draft, SPEC).x[0], prepare(full, SPEC).x[0]
-    for half in (np.s_[:, :128], np.s_[:, 128:]):
-        assert _centroid(a[half]) == pytest.approx(_centroid(b[half]), abs=0.05)
+            prep = prepare_window(decoded, SPEC, False, (cx, cy, 240.0))
+            assert _centroid(prep.x[0]) == pytest.approx((128.0, 128.0), abs=0.4), (decoded.extent, cx, cy)
+            assert prep.to_upload == pytest.approx((240 / 4001, 2 * cx / 4001 - 1, 240 / 3001, 2 * cy / 3001 - 1))
+    # Letterboxed or stretched, each blob where the full decode puts it (0.19 input px off at the overhang's
+    # sides when the overhang is read as photo).
+    for spec in (SPEC, replace(SPEC, resize="stretch")):
+        a, b = prepare(draft, spec).x[0], prepare(full, spec).x[0]
+        for half in (np.s_[:, :128], np.s_[:, 128:]):
+            assert _centroid(a[half]) == pytest.approx(_centroid(b[half]), abs=0.05), spec.resize
