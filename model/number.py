@@ -67,6 +67,14 @@ SURFACE_KINDS = ("plain", "ruled", "squared", "board")
 SURFACES = (0.55, 0.20, 0.13, 0.12)  # each surface's probability, in SURFACE_KINDS' order
 
 
+def check_surfaces(surfaces: Sequence[float]) -> tuple[float, ...]:
+    """``surfaces`` as floats, or ValueError where it is not one probability per kind (``SURFACE_KINDS``)
+    summing to 1."""
+    if len(surfaces) != len(SURFACE_KINDS) or min(surfaces) < 0 or not math.isclose(sum(surfaces), 1.0):
+        raise ValueError(f"surfaces must be {len(SURFACE_KINDS)} probabilities summing to 1, got {surfaces}")
+    return tuple(float(q) for q in surfaces)
+
+
 @dataclass
 class NumberPhoto:
     data: bytes  # the encoded photo (JPEG)
@@ -101,9 +109,7 @@ class NumberGenerator:
             raise ValueError("printed numbers need fonts")
         if not 0 < line_width[0] <= line_width[1] <= 1 or not 16 <= long_side[0] <= long_side[1]:
             raise ValueError(f"line_width must be within (0, 1] and long_side >= 16, got {line_width}, {long_side}")
-        if len(surfaces) != len(SURFACE_KINDS) or min(surfaces) < 0 or not math.isclose(sum(surfaces), 1.0):
-            raise ValueError(f"surfaces must be {len(SURFACE_KINDS)} probabilities summing to 1, got {surfaces}")
-        self.surfaces = tuple(float(q) for q in surfaces)
+        self.surfaces = check_surfaces(surfaces)
         self.images, self.labels, self.fonts = images, labels, fonts
         self.line_width, self.long_side = line_width, long_side
 

@@ -74,8 +74,8 @@ def surface_mix(pool: dict[str, Any]) -> str:
     if mix is None:
         return ""
     share = ", ".join(f"{kind} {q:g}" for kind, q in zip(number.SURFACE_KINDS, mix, strict=True))
-    own = ", ".join(f"{q:g}" for q in number.SURFACES)
-    return f", its surfaces {share} (the generator's, as in validation and the held-out set: {own})"
+    own = ", ".join(f"{kind} {q:g}" for kind, q in zip(number.SURFACE_KINDS, number.SURFACES, strict=True))
+    return f", its surfaces {share} (validation and the held-out set keep the generator's: {own})"
 
 
 def pool_surfaces_flag(pool: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from model import data as mnist
-from model.number import MAX_DIGITS, SURFACES, fixed_set
+from model.number import MAX_DIGITS, SURFACES, check_surfaces, fixed_set
 from model.photo import TRAIN_FONT_DIRS, font_files
 
 CHUNK = 500
@@ -52,7 +52,9 @@ def build(out: Path, n: int, side: int = 256, seed: int = 0, workers: int = 2,
           surfaces: tuple[float, ...] = SURFACES) -> dict[str, Any]:
     """Render the pool into ``out`` (skipped where ``meta.json`` already records the same request);
     ``surfaces``: the generator's mix of plain, ruled, squared paper and board (``model.number.SURFACES``)."""
-    surfaces = tuple(float(q) for q in surfaces)
+    surfaces = check_surfaces(surfaces)
+    if n % CHUNK:
+        raise ValueError(f"n must be a multiple of {CHUNK}")
     request: dict[str, Any] = {"n": n, "side": side, "seed": seed, "chunk": CHUNK}
     if surfaces != SURFACES:  # the generator's own mix: the request as pools rendered before the option
         request["surfaces"] = list(surfaces)
@@ -63,9 +65,8 @@ def build(out: Path, n: int, side: int = 256, seed: int = 0, workers: int = 2,
         # A pool rendered from another set of training fonts (model.photo.TRAIN_FONTS) is rendered again.
         if meta.get("request") == request and meta.get("fonts", fonts) == fonts:
             return meta
-    if n % CHUNK:
-        raise ValueError(f"n must be a multiple of {CHUNK}")
     out.mkdir(parents=True, exist_ok=True)
+    meta_file.unlink(missing_ok=True)  # the arrays below are emptied first: a failed render leaves no pool
     x = np.lib.format.open_memmap(out / "x.npy", "w+", np.uint8, (n, side, side))
     d = np.lib.format.open_memmap(out / "digits.npy", "w+", np.int64, (n, MAX_DIGITS))
     t = np.lib.format.open_memmap(out / "thetas.npy", "w+", np.float32, (n, MAX_DIGITS, 2, 3))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.number import LINE_WIDTH, MAX_LINE_ANGLE, SURFACE_KINDS, SURFACES, NumberGenerator, example
+from model.number import LINE_WIDTH, MAX_LINE_ANGLE, SURFACE_KINDS, SURFACES, NumberGenerator, example, fixed_set
 from model.photo import TRAIN_FONT_DIRS, font_files
 
 
@@ -76,8 +76,8 @@ def test_the_line_width_and_the_frame_can_be_asked_for(mnist: dict[str, Any]) ->
 
 def test_the_mix_of_surfaces_can_be_asked_for(mnist: dict[str, Any]) -> None:
     """A training pool may draw more ruled and squared paper (``number_pool --surfaces``): a mix of squared
-    paper only gives squared paper only, an even mix every kind, the default is ``SURFACES``, and a mix that
-    is not four probabilities summing to 1 is refused."""
+    paper only gives squared paper only, an even mix every kind, the default the same photos as before the
+    option, and a mix that is not four probabilities summing to 1 is refused."""
     fonts = font_files(TRAIN_FONT_DIRS)
     if not fonts:
         pytest.skip("the training fonts are not installed (tests/setup_system.sh)")
@@ -86,7 +86,15 @@ def test_the_mix_of_surfaces_can_be_asked_for(mnist: dict[str, Any]) -> None:
     rng = np.random.default_rng(3)
     squared = NumberGenerator(images, labels, fonts, surfaces=(0.0, 0.0, 1.0, 0.0))
     assert {squared.render(rng, 1).params["surface"] for _ in range(6)} == {"squared"}
-    assert NumberGenerator(images, labels, fonts).surfaces == SURFACES
+    # The default draws what it drew before the option (surfaces, frames, digits of ten photos, checked
+    # against the generator as of commit 5f9c87f with the 44 training fonts): the pools and sets stay as rendered.
+    default = NumberGenerator(images, labels, fonts)
+    rng10 = np.random.default_rng(11)
+    photos = [default.render(rng10, 1 + i % 5) for i in range(10)]
+    assert [p.params["surface"] for p in photos] == ["plain", "ruled", "plain", "board", "plain", "plain", "plain",
+                                                     "squared", "ruled", "plain"]
+    assert [p.size for p in photos][:4] == [(409, 230), (383, 383), (210, 374), (420, 236)]
+    assert [p.labels for p in photos][:5] == [[1], [0, 5], [5, 1, 9], [6, 7, 3, 3], [8, 5, 3, 0, 1]]
     even = NumberGenerator(images, labels, fonts, surfaces=(0.25, 0.25, 0.25, 0.25))
     assert {even.render(rng, 1).params["surface"] for _ in range(40)} == set(SURFACE_KINDS)
     for bad in [(0.5, 0.5, 0.5, 0.0), (1.0, 0.0, 0.0), (1.2, -0.2, 0.0, 0.0)]:
@@ -105,12 +113,28 @@ def test_a_pool_is_rendered_once_per_request_and_font_set(tmp_path: Any, monkeyp
     if not fonts:
         pytest.skip("the training fonts are not installed (tests/setup_system.sh)")
     monkeypatch.setattr(number_pool, "CHUNK", 2)
+    images, labels = mnist["train_images"][:number_pool.TRAIN_DIGITS], mnist["train_labels"][:number_pool.TRAIN_DIGITS]
     meta = number_pool.build(tmp_path / "a", 4, side=64, workers=1)
     assert "surfaces" not in meta["request"] and meta["fonts"] == len(fonts)
-    x, d, t = number_pool.load(tmp_path / "a")
+    x, d, t = (np.array(a) for a in number_pool.load(tmp_path / "a"))
     assert x.shape == (4, 64, 64) and d.shape == (4, 5) and t.shape == (4, 5, 2, 3)
+    np.testing.assert_array_equal(x[2:], fixed_set(images, labels, fonts, (0, 1), 2, 64)[0])  # chunk 1
     assert number_pool.build(tmp_path / "a", 4, side=64, workers=1)["render_s"] == meta["render_s"]  # reused
+    before = {k: v for k, v in meta.items() if k != "fonts"}  # a pool rendered before the count was kept
+    (tmp_path / "a" / "meta.json").write_text(json.dumps(before))
+    assert number_pool.build(tmp_path / "a", 4, side=64, workers=1) == before  # reused
     (tmp_path / "a" / "meta.json").write_text(json.dumps({**meta, "fonts": len(fonts) - 1}))
-    assert number_pool.build(tmp_path / "a", 4, side=64, workers=1)["fonts"] == len(fonts)  # rendered again
-    mixed = number_pool.build(tmp_path / "b", 4, side=64, workers=1, surfaces=(0.0, 0.0, 1.0, 0.0))
-    assert mixed["request"]["surfaces"] == [0.0, 0.0, 1.0, 0.0]
+    again = number_pool.build(tmp_path / "a", 4, side=64, workers=1)  # rendered again
+    assert again["fonts"] == len(fonts) and again["render_s"] != meta["render_s"]
+    # A bad mix is refused before the pool's files are touched: the pool is still there and reused.
+    with pytest.raises(ValueError, match="surfaces must be"):
+        number_pool.build(tmp_path / "a", 4, side=64, workers=1, surfaces=(0.5, 0.5, 0.5, 0.0))
+    assert number_pool.build(tmp_path / "a", 4, side=64, workers=1) == again
+    np.testing.assert_array_equal(number_pool.load(tmp_path / "a")[0], x)
+    squared = (0.0, 0.0, 1.0, 0.0)
+    mixed = number_pool.build(tmp_path / "b", 4, side=64, workers=1, surfaces=squared)
+    assert mixed["request"]["surfaces"] == list(squared)
+    params: list[dict[str, Any]] = []
+    np.testing.assert_array_equal(number_pool.load(tmp_path / "b")[0][:2],
+                                  fixed_set(images, labels, fonts, (0, 0), 2, 64, params, surfaces=squared)[0])
+    assert {q["surface"] for q in params} == {"squared"}
