@@ -260,3 +260,18 @@ def test_a_jpeg_draft_is_read_over_the_photo_s_own_extent(orientation: int) -> N
         a, b = prepare(draft, spec).x[0], prepare(full, spec).x[0]
         for half in (np.s_[:, :128], np.s_[:, 128:]):
             assert _centroid(a[half]) == pytest.approx(_centroid(b[half]), abs=0.05), spec.resize
+
+
+def test_the_border_median_is_the_median_of_the_band() -> None:
+    """``border_median`` counts a histogram; it answers what ``int(np.median(band))`` does (an even count:
+    the mean of the two middle values, rounded down), on bands of odd and even size, narrow value ranges
+    (where the two middle values differ by one) and images down to one pixel."""
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 6), (2, 2), (3, 7), (28, 28), (42, 43), (600, 800), (601, 799), (1, 1000), (40, 3)]:
+        for k in range(12):
+            arr = rng.integers(0, 256, shape, dtype=np.uint8) if k % 2 else rng.integers(100, 102, shape, np.uint8)
+            h, w = shape
+            b = preprocess.border_band(h, w)
+            band = np.concatenate([arr[:b].ravel(), arr[h - b :].ravel(), arr[b : h - b, :b].ravel(),
+                                   arr[b : h - b, w - b :].ravel()])
+            assert preprocess.border_median(arr) == int(np.median(band)), (shape, k)
