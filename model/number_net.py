@@ -146,7 +146,8 @@ def crop_evidence(digit_logits: Tensor) -> Tensor:
     log_none = p[..., NO_DIGIT].clamp_min(1e-30).log()  # (B, L)
     log_some = p[..., :NO_DIGIT].sum(-1).clamp_min(1e-30).log()
     length = digit_logits.shape[1]
-    below = (torch.arange(length + 1)[:, None] > torch.arange(length)[None]).to(digit_logits.dtype)  # (L+1, L)
+    steps = torch.arange(length + 1, device=digit_logits.device)
+    below = (steps[:, None] > steps[None, :length]).to(digit_logits.dtype)  # (L+1, L)
     return log_some @ below.T + log_none @ (1 - below).T
 
 

@@ -103,7 +103,7 @@ def line_targets(theta_gt: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tenso
     n = valid.sum(1)
     centres = theta_gt[..., 2]  # (B, L, 2)
     first = centres[:, 0]
-    last = centres[torch.arange(len(n)), n - 1]
+    last = centres[torch.arange(len(n), device=n.device), n - 1]
     a = torch.linalg.det(theta_gt[..., :2]).clamp_min(1e-8).sqrt()  # (B, L) half-sides (zero past the end)
     hh = LINE_PER_CROP * (a * valid).sum(1) / n
     d = last - first
@@ -117,11 +117,11 @@ def next_slots(theta_gt: Tensor, valid: Tensor) -> Tensor:
     digit's crop moved on by the number's mean step from digit to digit (a one-digit number: 1.3 of its crop's
     half-sides along its own x axis, about a digit and a gap), one step per position."""
     n = valid.sum(1)
-    rows = torch.arange(len(n))
+    rows = torch.arange(len(n), device=n.device)
     last = theta_gt[rows, n - 1]  # (B, 2, 3)
     span = (last[:, :, 2] - theta_gt[:, 0, :, 2]) / (n - 1).clamp_min(1)[:, None]
     step = torch.where((n > 1)[:, None], span, 1.3 * last[:, :, 0])  # (B, 2)
-    k = (torch.arange(valid.shape[1])[None] - n[:, None] + 1).clamp_min(0).to(theta_gt.dtype)  # (B, L)
+    k = (torch.arange(valid.shape[1], device=n.device)[None] - n[:, None] + 1).clamp_min(0).to(theta_gt.dtype)  # (B, L)
     ahead = last[:, None].expand_as(theta_gt).clone()
     ahead[..., 2] = ahead[..., 2] + k[..., None] * step[:, None]
     return torch.where(valid[..., None, None], theta_gt, ahead)

@@ -115,7 +115,7 @@ def predict(model: nn.Module, x8: np.ndarray, batch: int, mean: float = mnist.ME
         length_logits, digit_logits, theta, *_ = model(x)
         n = best_lengths(length_logits, digit_logits)
         d = digit_logits[..., :NO_DIGIT].argmax(-1)
-        d[torch.arange(d.shape[1])[None] >= n[:, None]] = NO_DIGIT
+        d[torch.arange(d.shape[1], device=d.device)[None] >= n[:, None]] = NO_DIGIT
         lens.append(n.numpy())
         digs.append(d.numpy())
         thetas.append(theta.numpy())
