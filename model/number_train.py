@@ -53,7 +53,7 @@ from model.nets import ModelConfig, build_model, count_params, full_config
 from model.number_net import LINE_PER_CROP, NumberSTN
 from model.photo import TRAIN_FONT_DIRS, font_files
 from model.photo_train import corner_error
-from model.train import hardware, run_trainer
+from model.train import hardware, pick_device, run_trainer
 
 log = logging.getLogger("stn-train-number")
 
@@ -64,6 +64,9 @@ OPTS: dict[str, Any] = {
     "steps": 12000, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "label_smoothing": 0.05,
     "loc_weight": 1.0, "crop_length": False, "refine": False, "ema": 0.0, "bf16": False, "gt_floor": 0.0,
     "gt_jitter": 0.0, "seed": 0, "threads": 1,
+    # cpu (every run so far), cuda or auto (model.train.pick_device); the pool is read on the CPU and each
+    # batch moved to the device. The CUDA path is written and has never run on a GPU here.
+    "device": "cpu",
     # A pre-trained reader (``stn-train-reader``'s best.pt, ten digit classes; empty: none): the number
     # reader starts from its weights, its "no digit" row from the layer's own initialisation.
     "init_reader": "",
@@ -243,6 +246,7 @@ def errors(pred: np.ndarray, digits: np.ndarray) -> dict[str, float]:
 def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     torch.set_num_threads(int(opts["threads"]))
     torch.manual_seed(opts["seed"])
+    device = pick_device(str(opts["device"]))  # before the pool: a device that is not there fails at once
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
     side = int(opts["input_size"])
@@ -254,7 +258,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     cfg = model_config(opts)
     # Channels-last: the CPU's pooling and batch-norm kernels are vectorised for it (a step 25 % faster here);
     # the weights, and so the checkpoint, are the same.
-    model = build_model(cfg).to(memory_format=torch.channels_last)
+    model = build_model(cfg).to(device, memory_format=torch.channels_last)
     if opts["init_reader"]:
         if not isinstance(model, NumberSTN):
             raise SystemExit("init_reader is for the number model (arch number)")
@@ -281,9 +285,10 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
     model.train()
     for step in range(1, total + 1):
         idx = np.sort(rng.choice(len(pd), int(opts["batch_size"]), replace=False))
-        x = (torch.from_numpy(px[idx]).float()[:, None] / 255.0).contiguous(memory_format=torch.channels_last)
-        digits, theta_gt = torch.from_numpy(pd[idx]), torch.from_numpy(pt[idx])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(opts["bf16"])):
+        x = (torch.from_numpy(px[idx]).to(device).float()[:, None] / 255.0).contiguous(
+            memory_format=torch.channels_last)
+        digits, theta_gt = torch.from_numpy(pd[idx]).to(device), torch.from_numpy(pt[idx]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(opts["bf16"])):
             if isinstance(model, NumberSTN):
                 loss, parts, digit_logits = number_losses(model, x, digits, theta_gt, opts,
                                                           max(float(opts["gt_floor"]), 1.0 - step / (0.5 * total)))
@@ -338,7 +343,7 @@ def train(opts: dict[str, Any], command: str) -> dict[str, Any]:
                "test_digits": int((test_y != NO_DIGIT).sum())}
     summary = {"name": out.name, "arch": opts["arch"], "params": count_params(model), "metrics": metrics,
                "history": history, "opts": opts, "command": command, "wall_time_s": wall, "cpu_time_s": cpu,
-               "pool": pool_meta, "hardware": hardware(torch.device("cpu"))}
+               "pool": pool_meta, "hardware": hardware(device)}
     save_checkpoint(out / "best.ckpt", model, cfg, data_meta, metrics, card=summary)
     (out / "train.json").write_text(json.dumps(summary, indent=1))
     return summary

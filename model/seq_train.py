@@ -109,16 +109,17 @@ def predict(model: nn.Module, x8: np.ndarray, batch: int, mean: float = mnist.ME
     train-mode pass would move its batch norms' stats)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     lens, digs, thetas = [], [], []
     for i in range(0, len(x8), batch):
-        x = (torch.from_numpy(np.asarray(x8[i:i + batch])).float()[:, None] / 255.0 - mean) / std
+        x = (torch.from_numpy(np.asarray(x8[i:i + batch])).to(device).float()[:, None] / 255.0 - mean) / std
         length_logits, digit_logits, theta, *_ = model(x)
         n = best_lengths(length_logits, digit_logits)
         d = digit_logits[..., :NO_DIGIT].argmax(-1)
         d[torch.arange(d.shape[1], device=d.device)[None] >= n[:, None]] = NO_DIGIT
-        lens.append(n.numpy())
-        digs.append(d.numpy())
-        thetas.append(theta.numpy())
+        lens.append(n.cpu().numpy())
+        digs.append(d.cpu().numpy())
+        thetas.append(theta.float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(lens), np.concatenate(digs), np.concatenate(thetas)
 

@@ -420,3 +420,16 @@ def test_init_reader_takes_a_ten_class_readers_weights_and_keeps_no_digit() -> N
     wider = Classifier(1, tuple(cfg.output_size), [16, 8, 8], cfg.cls_hidden, 10, cfg.dropout)
     with pytest.raises(ValueError, match="does not fit"):
         init_reader(model.reader, wider.state_dict())
+
+
+def test_the_number_trainer_asks_for_its_device_first(tmp_path: Path) -> None:
+    """``device: cuda`` on a machine without CUDA stops before the pool is rendered, saying why (the CUDA path
+    of stn-train-number has not run on a GPU here: docs/model.md)."""
+    from model.number_train import OPTS, train
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: this checks the refusal without one")
+    opts = {**OPTS, "device": "cuda", "pool": str(tmp_path / "pool"), "out": str(tmp_path / "run")}
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        train(opts, "test")
+    assert not (tmp_path / "pool").exists()
