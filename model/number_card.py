@@ -404,11 +404,13 @@ def markdown(card: dict[str, Any]) -> str:
         "the held-out set above.",
         f"- {loss_sentence(tr)}",
         f"- {card['steps']:,} steps of {tr['batch_size']} (AdamW, one-cycle learning rate {tr['lr']}"
-        + (", each under CPU autocast to bfloat16: convolutions and matrix products; weights, optimiser, "
-           "validation and test in float32" if tr.get("bf16") else "") + "), best "
+        + (f", each under {'CUDA' if hw.get('gpu') else 'CPU'} autocast to bfloat16: convolutions and matrix "
+           "products; weights, optimiser, validation and test in float32" if tr.get("bf16") else "") + "), best "
         f"validation at step {card['best_step']:,} ({_pct(card['val_number_error'])} of numbers, "
         f"{_pct(card['val_digit_error'])} of digits).",
-        f"- {card['wall_time_s'] / 60:.1f} min on {hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch thread"
+        f"- {card['wall_time_s'] / 60:.1f} min on "
+        + (f"{hw['gpu']} with " if hw.get("gpu") else "")
+        + f"{hw.get('cpu', 'a CPU')}, {hw['torch_threads']} torch thread"
         f"{'s' if hw['torch_threads'] > 1 else ''}, torch {hw['torch']}, after the pool was rendered ("
         f"{card['pool']['render_s'] / 60:.1f} min)" + (f"; {card['context']}" if card.get("context") else "") + ".",
         *([f"- The reader started from a pre-trained one (`{card['reader']['command']}`, "
