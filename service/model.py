@@ -99,7 +99,7 @@ class ServedModel:
         assert self.spec.zoom_fill is not None
         c0 = time.thread_time()
         win = window(out, prep, self.spec.zoom_fill)
-        second = None if win is None else (prepare_window(decoded, self.spec, prep.inverted, win), win)
+        second = None if win is None else (prepare_window(decoded, self.spec, prep.inverted, win, prep.fill), win)
         self.metrics.stages(self.spec.name).preprocess.inc(time.thread_time() - c0)
         return second
 

@@ -214,10 +214,8 @@ def resize_to(img: Image.Image, size_hw: tuple[int, int],
     """``img`` (its part ``box``, x0, y0, x1, y1 in its pixels, where given: ``Decoded.extent``) resized to
     ``size_hw`` (H, W)."""
     h, w = size_hw
-    if box is None or box == (0.0, 0.0, float(img.width), float(img.height)):
-        if img.size == (w, h):
-            return img
-        return img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if box is None and img.size == (w, h):
+        return img
     return img.resize((w, h), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
 
 
@@ -256,6 +254,8 @@ class Prepared:
     size: tuple[int, int]  # the upload's (W, H)
     # (sx, bx, sy, by): input-normalised (x, y) -> upload-normalised (sx x + bx, sy y + by); None: identity.
     to_upload: tuple[float, float, float, float] | None = None
+    # A letterboxed upload's fill: the median of its decoded image's outer band (``border_median``).
+    fill: int | None = None
 
 
 def normalise(arr: np.ndarray, spec: ModelSpec, inverted: bool) -> np.ndarray:
@@ -286,17 +286,17 @@ def border_median(arr: np.ndarray) -> int:
     return (int(np.searchsorted(cum, n // 2)) + upper) // 2
 
 
-def letterbox(gray: Image.Image, side: int, extent: tuple[float, float, float, float] | None = None,
+def letterbox(gray: Image.Image, side: int, fill: int, extent: tuple[float, float, float, float] | None = None,
               ) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """``gray`` (its part ``extent``, x0, y0, x1, y1 in its pixels, where given: ``Decoded.extent``) fitted
-    into a ``side`` square with its aspect ratio kept, centred, the rest filled with its border median;
-    returns the square and ``(nw, nh, ox, oy)``, the fitted size and offset in input pixels."""
+    into a ``side`` square with its aspect ratio kept, centred, the rest filled with ``fill`` (its border
+    median); returns the square and ``(nw, nh, ox, oy)``, the fitted size and offset in input pixels."""
     if extent is None:
-        extent = (0.0, 0.0, float(gray.width), float(gray.height))
-    w, h = extent[2] - extent[0], extent[3] - extent[1]
+        w, h = float(gray.width), float(gray.height)
+    else:
+        w, h = extent[2] - extent[0], extent[3] - extent[1]
     scale = side / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    fill = border_median(np.asarray(gray))
     small = resize_to(gray, (nh, nw), extent)
     ox, oy = (side - nw) // 2, (side - nh) // 2
     out = Image.new("L", (side, side), fill)
@@ -306,17 +306,18 @@ def letterbox(gray: Image.Image, side: int, extent: tuple[float, float, float, f
 
 def prepare(decoded: Decoded, spec: ModelSpec, invert: Invert = "auto") -> Prepared:
     gray = to_gray(decoded.image)
-    to_upload = None
+    to_upload = fill = None
     if spec.resize == "letterbox":
         side = spec.input_size[0]
-        small, (nw, nh, ox, oy) = letterbox(gray, side, decoded.extent)
+        fill = border_median(np.asarray(gray))
+        small, (nw, nh, ox, oy) = letterbox(gray, side, fill, decoded.extent)
         # Input px = fitted content px + offset, and the content spans the upload's whole extent.
         to_upload = (side / nw, (side - 2 * ox) / nw - 1.0, side / nh, (side - 2 * oy) / nh - 1.0)
     else:
         small = resize_to(gray, spec.input_size, decoded.extent)
     arr = np.asarray(small, dtype=np.uint8)
     inverted = decide_invert(arr, spec.polarity, invert)
-    return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_upload)
+    return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_upload, fill)
 
 
 def rectified_to_pixels(r: np.ndarray, spec: ModelSpec, inverted: bool) -> np.ndarray:

@@ -58,12 +58,12 @@ def window(out: dict[str, np.ndarray], prep: Prepared, fill: float) -> tuple[flo
 
 
 def prepare_window(decoded: Decoded, spec: ModelSpec, inverted: bool,
-                   win: tuple[float, float, float]) -> Prepared:
+                   win: tuple[float, float, float], fill: int | None = None) -> Prepared:
     """The model input for the square window ``win`` ``(cx, cy, side)`` (upload pixels) of ``decoded``: the
     part of the window inside the image resized straight to its place in the input (Pillow's ``box``: only
     that region is read, antialiased, whatever the window's size), the rest filled with the image's
-    outer-band median as the letterbox fills; ``to_upload`` maps the input's normalised coordinates to the
-    upload's through the window."""
+    outer-band median as the letterbox fills (``fill``, the first reading's ``Prepared.fill``, where given);
+    ``to_upload`` maps the input's normalised coordinates to the upload's through the window."""
     gray = to_gray(decoded.image)
     ex0, ey0, ex1, ey1 = extent_of(decoded)  # the upload in the decoded image's pixels (Decoded.extent)
     kx, ky = (ex1 - ex0) / decoded.size[0], (ey1 - ey0) / decoded.size[1]  # decoded px per upload px
@@ -73,7 +73,9 @@ def prepare_window(decoded: Decoded, spec: ModelSpec, inverted: bool,
     sx, sy = side * kx, side * ky
     x0, y0 = ex0 + cx * kx - sx / 2, ey0 + cy * ky - sy / 2
     fx, fy = iw / sx, ih / sy
-    canvas = Image.new("L", (iw, ih), border_median(np.asarray(gray)))
+    if fill is None:
+        fill = border_median(np.asarray(gray))
+    canvas = Image.new("L", (iw, ih), fill)
     # The input pixels whose whole extent lies inside the upload, and the image region they cover.
     a0, a1 = max(0, math.ceil((ex0 - x0) * fx - 1e-9)), min(iw, math.floor((ex1 - x0) * fx + 1e-9))
     b0, b1 = max(0, math.ceil((ey0 - y0) * fy - 1e-9)), min(ih, math.floor((ey1 - y0) * fy + 1e-9))
@@ -85,7 +87,7 @@ def prepare_window(decoded: Decoded, spec: ModelSpec, inverted: bool,
     # The window in the upload's normalised coordinates, whatever the decode.
     w, h = decoded.size
     to_up = (side / w, 2 * cx / w - 1.0, side / h, 2 * cy / h - 1.0)
-    return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_up)
+    return Prepared(normalise(arr, spec, inverted), inverted, decoded.size, to_up, fill)
 
 
 def _log_softmax(a: np.ndarray) -> np.ndarray:
