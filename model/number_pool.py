@@ -34,10 +34,10 @@ TRAIN_DIGITS = 55_000
 _state: dict[str, Any] = {}
 
 
-def _init(side: int, seed: int, surfaces: tuple[float, ...]) -> None:
+def _init(side: int, seed: int, surfaces: tuple[float, ...], fonts: list[str]) -> None:
     data = mnist.load_mnist(None)
     _state.update(images=data["train_images"][:TRAIN_DIGITS], labels=data["train_labels"][:TRAIN_DIGITS],
-                  fonts=font_files(TRAIN_FONT_DIRS), side=side, seed=seed, surfaces=surfaces)
+                  fonts=fonts, side=side, seed=seed, surfaces=surfaces)
 
 
 def _chunk(k: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -59,11 +59,11 @@ def build(out: Path, n: int, side: int = 256, seed: int = 0, workers: int = 2,
     if surfaces != SURFACES:  # the generator's own mix: the request as pools rendered before the option
         request["surfaces"] = list(surfaces)
     meta_file = out / "meta.json"
-    fonts = len(font_files(TRAIN_FONT_DIRS))
+    fonts = font_files(TRAIN_FONT_DIRS)
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
         # A pool rendered from another set of training fonts (model.photo.TRAIN_FONTS) is rendered again.
-        if meta.get("request") == request and meta.get("fonts", fonts) == fonts:
+        if meta.get("request") == request and meta.get("fonts", len(fonts)) == len(fonts):
             return meta
     out.mkdir(parents=True, exist_ok=True)
     meta_file.unlink(missing_ok=True)  # the arrays below are emptied first: a failed render leaves no pool
@@ -71,7 +71,7 @@ def build(out: Path, n: int, side: int = 256, seed: int = 0, workers: int = 2,
     d = np.lib.format.open_memmap(out / "digits.npy", "w+", np.int64, (n, MAX_DIGITS))
     t = np.lib.format.open_memmap(out / "thetas.npy", "w+", np.float32, (n, MAX_DIGITS, 2, 3))
     t0 = time.perf_counter()
-    with mp.get_context("fork").Pool(workers, _init, (side, seed, surfaces)) as pool:
+    with mp.get_context("fork").Pool(workers, _init, (side, seed, surfaces, fonts)) as pool:
         for done, (k, xs, ys, ts) in enumerate(pool.imap_unordered(_chunk, range(n // CHUNK)), start=1):
             sl = slice(k * CHUNK, (k + 1) * CHUNK)
             x[sl], d[sl], t[sl] = xs, ys, ts
@@ -79,7 +79,7 @@ def build(out: Path, n: int, side: int = 256, seed: int = 0, workers: int = 2,
                 print(f"{done * CHUNK} photos, {time.perf_counter() - t0:.0f}s", flush=True)
     x.flush(), d.flush(), t.flush()
     meta = {"request": request, "render_s": time.perf_counter() - t0, "workers": workers,
-            "source": "MNIST-train 0-54,999, training fonts", "surfaces": list(surfaces), "fonts": fonts}
+            "source": "MNIST-train 0-54,999, training fonts", "surfaces": list(surfaces), "fonts": len(fonts)}
     meta_file.write_text(json.dumps(meta, indent=1))
     return meta
 
